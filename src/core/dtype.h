@@ -1,0 +1,91 @@
+// Exact scalar conversions between float and the storage dtypes: bf16, fp16, float8 e4m3fn and
+// ue8m0 (float8_e8m0fnu). Rounding is round-to-nearest-even everywhere, as PyTorch does.
+// e4m3fn: finite only, max 448, 0x7F/0xFF are NaN; values that round past 448 become NaN.
+// ue8m0: value 2^(byte - 127), 0xFF is NaN, there is no zero.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace openmla {
+
+inline uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+inline float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
+
+inline uint16_t float_to_bf16(float f) {
+  uint32_t u = float_bits(f);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x0040);  // keep sign, make quiet
+  u += 0x7FFF + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+/// Rounds a float to the nearest bf16 value and returns it as float.
+inline float round_to_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
+
+float fp16_to_float(uint16_t h);
+uint16_t float_to_fp16(float f);
+
+namespace detail {
+/// fp32 bit pattern of an e4m3fn code, built with integer arithmetic only (usable in constexpr).
+constexpr uint32_t e4m3_code_to_f32_bits(uint32_t code) {
+  const uint32_t sign = (code & 0x80u) << 24;
+  const uint32_t exponent = (code >> 3) & 0xFu;
+  uint32_t mantissa = code & 0x7u;
+  if (exponent == 0xF && mantissa == 0x7) return sign | 0x7FC00000u;
+  if (exponent == 0) {  // subnormal: mantissa * 2^-9, renormalised for fp32
+    if (mantissa == 0) return sign;
+    int32_t e = -6;
+    while ((mantissa & 0x8u) == 0) {
+      mantissa <<= 1;
+      --e;
+    }
+    return sign | (static_cast<uint32_t>(e + 127) << 23) | ((mantissa & 0x7u) << 20);
+  }
+  return sign | ((exponent - 7 + 127) << 23) | (mantissa << 20);
+}
+struct E4M3Table {
+  uint32_t bits[256];
+  constexpr E4M3Table() : bits() {
+    for (uint32_t c = 0; c < 256; ++c) bits[c] = e4m3_code_to_f32_bits(c);
+  }
+};
+inline constexpr E4M3Table kE4M3Table{};
+}  // namespace detail
+
+/// Decodes one e4m3fn code (all 256 codes, subnormals and NaN included) through a table.
+inline float e4m3_to_float(uint8_t code) { return bits_float(detail::kE4M3Table.bits[code]); }
+uint8_t float_to_e4m3(float f);
+
+inline float ue8m0_to_float(uint8_t code) {
+  if (code == 0xFF) return std::nanf("");
+  if (code == 0) return bits_float(0x00400000u);  // 2^-127 is an fp32 subnormal
+  return bits_float(static_cast<uint32_t>(code) << 23);
+}
+/// Nearest power of two (ties to the even exponent byte); NaN, inf, zero and negatives give 0xFF
+/// except +0 and tiny values, which clamp to 2^-127 (code 0).
+uint8_t float_to_ue8m0(float f);
+
+/// Reads an unaligned little-endian value from a byte pointer.
+template <typename T>
+inline T load_unaligned(const void* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
+template <typename T>
+inline void store_unaligned(void* p, T v) {
+  std::memcpy(p, &v, sizeof(T));
+}
+
+}  // namespace openmla

@@ -1,0 +1,19 @@
+// Maps each op to its inventory (defined in src/ops/<op>/<op>_kernels.cpp).
+#include "dispatch/registry.h"
+
+namespace openmla {
+
+const std::vector<const KernelEntry*>& sparse_decode_kernels();
+const std::vector<const KernelEntry*>& dense_decode_kernels();
+const std::vector<const KernelEntry*>& sparse_prefill_kernels();
+
+const std::vector<const KernelEntry*>& kernels_for(Op op) {
+  switch (op) {
+    case Op::kSparseDecode: return sparse_decode_kernels();
+    case Op::kDenseDecode: return dense_decode_kernels();
+    case Op::kSparsePrefill: return sparse_prefill_kernels();
+  }
+  return sparse_decode_kernels();
+}
+
+}  // namespace openmla

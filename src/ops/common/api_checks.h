@@ -1,0 +1,17 @@
+// Validation pieces shared by the attention ops' API files.
+#pragma once
+
+#include "core/check.h"
+
+namespace openmla {
+
+/// Resolves the softmax scale: 0 means head_dim^-0.5; NaN, inf and negative values are errors.
+Status resolve_softmax_scale(float requested, int64_t head_dim, float* scale);
+
+/// Checks head_dim (512 or 576) and head_dim_v (512).
+Status check_head_dims(int64_t head_dim, int64_t head_dim_v);
+
+/// Checks an optional fp32 [heads_q] sink.
+Status check_sink(const TensorView& sink, int64_t heads_q);
+
+}  // namespace openmla

@@ -1,0 +1,11 @@
+// The sparse-decode kernel inventory, fastest first; the reference is always last.
+#include "ops/sparse_decode/sparse_decode.h"
+
+namespace openmla {
+
+const std::vector<const KernelEntry*>& sparse_decode_kernels() {
+  static const std::vector<const KernelEntry*> list = {&kSparseDecodeRef};
+  return list;
+}
+
+}  // namespace openmla

@@ -1,0 +1,3 @@
+#include <cstdio>
+#include "openmla/openmla.h"
+int main() { std::printf("%s\n", openmla::version()); }
