@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Quick start 2 (and CI): install what is missing, build, run every test:
+#   1. Release build: GoogleTest suite under CTest, then `openmla verify` (all kernels vs the
+#      reference) with every OPENMLA_MAX_ISA cap this machine allows;
+#   2. AddressSanitizer + UndefinedBehaviorSanitizer build of the GoogleTest suite;
+#   3. the Python package in a fresh virtual environment with its pytest suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+jobs=$(nproc)
+
+echo "== release build and tests"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
+./build/openmla info
+for cap in none avx2 avx512; do
+  echo "== openmla verify with OPENMLA_MAX_ISA=$cap"
+  OPENMLA_MAX_ISA=$cap ./build/openmla verify --cases 30 --seed 7
+done
+echo "== openmla verify (all kernels this machine runs)"
+./build/openmla verify --cases 200
+
+echo "== sanitizer build (ASan + UBSan) and tests"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOPENMLA_SANITIZE=ON \
+  -DOPENMLA_BUILD_TOOLS=OFF
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan -L cpu --output-on-failure -j "$jobs"
+
+if [ -f scripts/test-python.sh ]; then
+  echo "== python package"
+  bash scripts/test-python.sh
+fi
+
+echo "== C++ tests (release)"
+ctest --test-dir build -L cpu --output-on-failure -j "$jobs"

@@ -1,0 +1,1 @@
+namespace openmla::cli { class Flags; int cmd_bench(const Flags&) { return 2; } }

@@ -1,0 +1,146 @@
+#include "cli_common.h"
+
+#include <chrono>
+#include <cstdlib>
+
+#include "dispatch/registry.h"
+
+namespace openmla::cli {
+
+Flags::Flags(int argc, char** argv, int first) {
+  for (int i = first; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) != 0) {
+      positional_.push_back(a);
+      continue;
+    }
+    a = a.substr(2);
+    const std::size_t eq = a.find('=');
+    if (eq != std::string::npos) {
+      values_[a.substr(0, eq)] = a.substr(eq + 1);
+    } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
+      values_[a] = argv[++i];
+    } else {
+      values_[a] = "";
+    }
+  }
+}
+
+bool Flags::has(const std::string& name) const {
+  read_[name] = true;
+  return values_.count(name) > 0;
+}
+
+std::string Flags::get(const std::string& name, const std::string& fallback) const {
+  read_[name] = true;
+  auto it = values_.find(name);
+  return it == values_.end() ? fallback : it->second;
+}
+
+int64_t Flags::get_int(const std::string& name, int64_t fallback) const {
+  const std::string v = get(name, "");
+  return v.empty() ? fallback : std::strtoll(v.c_str(), nullptr, 10);
+}
+
+std::vector<std::string> Flags::unknown() const {
+  std::vector<std::string> out;
+  for (const auto& kv : values_)
+    if (!read_.count(kv.first)) out.push_back("--" + kv.first);
+  return out;
+}
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+namespace {
+
+template <typename Args, typename Fn>
+RunResult run_with(Args args, bool prefill, const std::string& kernel, int threads, Fn&& op) {
+  testing::Outputs o = testing::bind_outputs(&args, false);
+  Options options;
+  options.num_threads = threads;
+  options.kernel = kernel.empty() ? nullptr : kernel.c_str();
+  Plan plan;
+  RunResult r;
+  r.status = op(args, options, &plan);
+  r.kernel = plan.valid() ? plan.kernel_name() : kernel;
+  if (!r.status.ok()) return r;
+  r.out = testing::to_float_vector(o.out.view);
+  r.lse = testing::to_float_vector(o.lse.view);
+  if (prefill) r.max_logits = testing::to_float_vector(o.max_logits.view);
+  return r;
+}
+
+}  // namespace
+
+RunResult run_case(const testing::SparseDecodeCase& c, const std::string& kernel, int threads) {
+  return run_with(c.args(), false, kernel, threads,
+                  [](const SparseDecodeArgs& a, const Options& o, Plan* p) {
+                    Status s = plan_sparse_decode(a, o, p);
+                    return s.ok() ? run_sparse_decode(*p, a) : s;
+                  });
+}
+
+RunResult run_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads) {
+  return run_with(c.args(), false, kernel, threads,
+                  [](const DenseDecodeArgs& a, const Options& o, Plan* p) {
+                    Status s = plan_dense_decode(a, o, p);
+                    return s.ok() ? run_dense_decode(*p, a) : s;
+                  });
+}
+
+RunResult run_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads) {
+  return run_with(c.args(), true, kernel, threads,
+                  [](const SparsePrefillArgs& a, const Options& o, Plan* p) {
+                    Status s = plan_sparse_prefill(a, o, p);
+                    return s.ok() ? run_sparse_prefill(*p, a) : s;
+                  });
+}
+
+namespace {
+
+void merge(CheckResult* into, const testing::CompareResult& r, const char* what) {
+  into->max_abs_err = std::max(into->max_abs_err, r.max_abs_err);
+  if (!r.ok && into->ok) {
+    into->ok = false;
+    into->message = std::string(what) + ": " + r.message;
+  }
+}
+
+CheckResult check_status(const RunResult& answer, const RunResult& reference) {
+  CheckResult c;
+  if (!answer.status.ok()) c.message = "kernel failed: " + answer.status.to_string();
+  if (!reference.status.ok()) c.message = "reference failed: " + reference.status.to_string();
+  c.ok = c.message.empty();
+  return c;
+}
+
+}  // namespace
+
+CheckResult check_decode(const RunResult& answer, const RunResult& reference) {
+  CheckResult c = check_status(answer, reference);
+  if (!c.ok) return c;
+  merge(&c, testing::compare(answer.out, reference.out, testing::kDecodeOut), "out");
+  merge(&c, testing::compare(answer.lse, reference.lse, testing::kDecodeLse), "lse");
+  return c;
+}
+
+CheckResult check_prefill(const RunResult& answer, const RunResult& reference) {
+  CheckResult c = check_status(answer, reference);
+  if (!c.ok) return c;
+  merge(&c, testing::compare(answer.out, reference.out, testing::kPrefillOut), "out");
+  merge(&c, testing::compare(answer.lse, reference.lse, testing::kPrefillLogits), "lse");
+  merge(&c, testing::compare(answer.max_logits, reference.max_logits, testing::kPrefillLogits),
+        "max_logits");
+  return c;
+}
+
+std::vector<std::string> runnable_kernels(Op op) {
+  std::vector<std::string> names;
+  for (const KernelEntry* k : kernels_for(op))
+    if (kernel_runnable(*k)) names.push_back(k->name);
+  return names;
+}
+
+}  // namespace openmla::cli

@@ -1,0 +1,66 @@
+// Shared pieces of the `openmla` CLI: a small flag parser, running a generated case with a given
+// kernel, comparing against the reference, and timing.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "cases.h"
+#include "compare.h"
+
+namespace openmla::cli {
+
+/// `--name value` and `--flag` arguments after the subcommand.
+class Flags {
+ public:
+  Flags(int argc, char** argv, int first);
+  bool has(const std::string& name) const;
+  std::string get(const std::string& name, const std::string& fallback) const;
+  int64_t get_int(const std::string& name, int64_t fallback) const;
+  const std::vector<std::string>& positional() const { return positional_; }
+  /// Flags that were given but never read: reported as errors by the subcommands.
+  std::vector<std::string> unknown() const;
+
+ private:
+  std::map<std::string, std::string> values_;
+  mutable std::map<std::string, bool> read_;
+  std::vector<std::string> positional_;
+};
+
+/// One run of an op on a generated case: status, chosen kernel and outputs as flat floats.
+struct RunResult {
+  Status status;
+  std::string kernel;
+  std::vector<float> out, lse, max_logits;
+};
+
+/// kernel == "" picks the best kernel (the registry's choice).
+RunResult run_case(const testing::SparseDecodeCase& c, const std::string& kernel, int threads);
+RunResult run_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads);
+RunResult run_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads);
+
+/// Compares every output with the spec §7.2 tolerances of the op; message empty when ok.
+struct CheckResult {
+  bool ok = true;
+  double max_abs_err = 0.0;
+  std::string message;
+};
+CheckResult check_decode(const RunResult& answer, const RunResult& reference);
+CheckResult check_prefill(const RunResult& answer, const RunResult& reference);
+
+/// Names of the registered kernels of `op` that can run here.
+std::vector<std::string> runnable_kernels(Op op);
+
+/// Median and minimum seconds over `iters` calls of fn after `warmup` calls.
+struct Timing {
+  double median_s = 0.0, min_s = 0.0;
+};
+template <typename Fn>
+Timing time_runs(int warmup, int iters, Fn&& fn);
+
+double now_seconds();
+
+}  // namespace openmla::cli
+
+#include "cli_timing.inl"

@@ -1,0 +1,179 @@
+// `openmla verify`: random FlashMLA-style cases for every op x format x runnable kernel, each
+// compared with the reference kernel at the spec §7.2 tolerances. The reference itself is also
+// cross-checked: an FP8 cache must give bit-identical results to its dequantised BF16 copy.
+#include <cstdio>
+#include <functional>
+
+#include "cli_common.h"
+#include "openmla/kv_cache.h"
+
+namespace openmla::cli {
+namespace {
+
+struct Tally {
+  int passed = 0, failed = 0;
+};
+
+template <typename T>
+T pick(testing::Rng& rng, std::initializer_list<T> values) {
+  return values.begin()[rng.below(static_cast<int64_t>(values.size()))];
+}
+
+testing::SparseDecodeConfig random_sparse_decode(KvFormat format, uint64_t seed) {
+  testing::Rng rng(seed);
+  testing::SparseDecodeConfig c;
+  c.format = format;
+  c.head_dim = pick<int64_t>(rng, {576, 512});
+  c.batch = 1 + rng.below(3);
+  c.seq_q = 1 + rng.below(2);
+  c.heads_q = pick<int64_t>(rng, {1, 3, 8, 16, 16, 64});
+  c.topk = pick<int64_t>(rng, {1, 7, 64, 100, 128});
+  c.page_size = pick<int64_t>(rng, {1, 2, 53, 61, 64, 69, 256});
+  c.cache_tokens = c.topk / 2 + 1 + rng.below(300);
+  c.topk_length = rng.uniform() < 0.5;
+  c.zero_lengths = rng.uniform() < 0.2;
+  c.all_invalid = rng.uniform() < 0.05;
+  c.sink = rng.uniform() < 0.6;
+  c.non_contiguous = rng.uniform() < 0.5;
+  c.softmax_scale = rng.uniform() < 0.5 ? 0.0f : 0.05f;
+  if (rng.uniform() < 0.5) {
+    c.extra_topk = pick<int64_t>(rng, {1, 64, 128});
+    c.extra_page_size = pick<int64_t>(rng, {2, 61, 64});
+    c.extra_cache_tokens = 1 + rng.below(200);
+    c.extra_topk_length = rng.uniform() < 0.5;
+  }
+  c.seed = seed;
+  return c;
+}
+
+testing::DenseDecodeConfig random_dense_decode(KvFormat format, uint64_t seed) {
+  testing::Rng rng(seed);
+  testing::DenseDecodeConfig c;
+  c.format = format;
+  c.head_dim = pick<int64_t>(rng, {576, 512});
+  c.batch = 1 + rng.below(3);
+  c.seq_q = 1 + rng.below(4);
+  c.heads_q = pick<int64_t>(rng, {1, 8, 16, 64});
+  c.heads_kv = format == KvFormat::kBF16 ? pick<int64_t>(rng, {1, 1, 2, 4}) : 1;
+  if (c.heads_q % c.heads_kv) c.heads_kv = 1;
+  c.page_size = pick<int64_t>(rng, {1, 2, 61, 64, 69});
+  c.cache_tokens = pick<int64_t>(rng, {0, 1, 63, 64, 65, 200});
+  c.zero_lengths = rng.uniform() < 0.2;
+  c.causal = rng.uniform() < 0.5;
+  c.non_contiguous = rng.uniform() < 0.5;
+  c.seed = seed;
+  return c;
+}
+
+testing::SparsePrefillConfig random_sparse_prefill(uint64_t seed) {
+  testing::Rng rng(seed);
+  testing::SparsePrefillConfig c;
+  c.head_dim = pick<int64_t>(rng, {576, 512});
+  c.seq_q = 1 + rng.below(8);
+  c.heads_q = pick<int64_t>(rng, {1, 8, 16, 64});
+  c.heads_kv = pick<int64_t>(rng, {1, 1, 2});
+  if (c.heads_q % c.heads_kv) c.heads_kv = 1;
+  c.topk = pick<int64_t>(rng, {1, 64, 100, 128});
+  c.seq_kv = 1 + rng.below(300);
+  c.topk_length = rng.uniform() < 0.5;
+  c.sink = rng.uniform() < 0.5;
+  c.all_invalid_rows = rng.uniform() < 0.3;
+  c.non_contiguous = rng.uniform() < 0.5;
+  c.seed = seed;
+  return c;
+}
+
+/// Reference on the FP8 cache vs reference on its dequantised BF16 copy: must match bitwise.
+CheckResult fp8_vs_dequantised(const testing::SparseDecodeCase& c, const RunResult& reference) {
+  testing::SparseDecodeCase bf16 = c;
+  auto convert = [](testing::CacheBundle* kv) {
+    testing::OwnedTensor latents = testing::make_owned(
+        DType::kBF16, {kv->num_blocks, kv->page_size, 1, kv->head_dim}, false);
+    dequantize_kv_cache(kv->cache.view, kv->format, latents.view);
+    *kv = testing::make_cache(KvFormat::kBF16, std::move(latents), kv->head_dim);
+  };
+  convert(&bf16.kv);
+  if (c.config.extra_topk > 0) convert(&bf16.extra_kv);
+  const RunResult r = run_case(bf16, "sparse_decode.ref", 0);
+  CheckResult out;
+  out.ok = r.status.ok() && testing::bitwise_equal(r.out, reference.out) &&
+           testing::bitwise_equal(r.lse, reference.lse);
+  if (!out.ok) out.message = "FP8 cache and its dequantised BF16 copy disagree";
+  return out;
+}
+
+void report(const char* op, const char* format, const std::string& kernel, const Tally& t,
+            double max_err, const std::string& first_failure) {
+  std::printf("%-15s %-7s %-22s %4d passed %3d failed  max_abs_err %.3g\n", op, format,
+              kernel.c_str(), t.passed, t.failed, max_err);
+  if (!first_failure.empty()) std::printf("    first failure: %s\n", first_failure.c_str());
+}
+
+/// Runs `cases` generated cases through every runnable kernel of `op` against the reference.
+template <typename MakeCase, typename Check>
+Tally verify_op(Op op, const char* format, int cases, uint64_t seed, MakeCase&& make_case,
+                Check&& extra_check, bool prefill) {
+  Tally total;
+  const std::string reference = std::string(op_name(op)) + ".ref";
+  for (const std::string& kernel : runnable_kernels(op)) {
+    Tally t;
+    double max_err = 0.0;
+    std::string first_failure;
+    for (int i = 0; i < cases; ++i) {
+      const auto c = make_case(seed * 1000003 + i);
+      const RunResult ref = run_case(c, reference, 0);
+      const RunResult ans = kernel == reference ? ref : run_case(c, kernel, 0);
+      CheckResult r = prefill ? check_prefill(ans, ref) : check_decode(ans, ref);
+      if (r.ok && kernel == reference) r = extra_check(c, ref);
+      max_err = std::max(max_err, r.max_abs_err);
+      (r.ok ? t.passed : t.failed)++;
+      if (!r.ok && first_failure.empty())
+        first_failure = "case " + std::to_string(i) + ": " + r.message;
+    }
+    report(op_name(op), format, kernel, t, max_err, first_failure);
+    total.passed += t.passed;
+    total.failed += t.failed;
+  }
+  return total;
+}
+
+}  // namespace
+
+int cmd_verify(const Flags& flags) {
+  const uint64_t seed = static_cast<uint64_t>(flags.get_int("seed", 1));
+  const int cases = static_cast<int>(flags.get_int("cases", 50));
+  const std::string only = flags.get("op", "");
+  Tally total;
+  auto add = [&](const Tally& t) {
+    total.passed += t.passed;
+    total.failed += t.failed;
+  };
+  const auto no_extra = [](const auto&, const RunResult&) { return CheckResult{}; };
+  for (KvFormat format : {KvFormat::kV32, KvFormat::kModel1, KvFormat::kBF16}) {
+    if (!only.empty() && only != "sparse-decode") break;
+    add(verify_op(
+        Op::kSparseDecode, kv_format_name(format), cases, seed,
+        [&](uint64_t s) { return testing::make_sparse_decode_case(random_sparse_decode(format, s)); },
+        [&](const testing::SparseDecodeCase& c, const RunResult& ref) {
+          return format == KvFormat::kBF16 ? CheckResult{} : fp8_vs_dequantised(c, ref);
+        },
+        false));
+  }
+  for (KvFormat format : {KvFormat::kBF16, KvFormat::kV32, KvFormat::kModel1}) {
+    if (!only.empty() && only != "dense-decode") break;
+    add(verify_op(
+        Op::kDenseDecode, kv_format_name(format), cases, seed,
+        [&](uint64_t s) { return testing::make_dense_decode_case(random_dense_decode(format, s)); },
+        no_extra, false));
+  }
+  if (only.empty() || only == "sparse-prefill") {
+    add(verify_op(
+        Op::kSparsePrefill, "bf16", cases, seed,
+        [&](uint64_t s) { return testing::make_sparse_prefill_case(random_sparse_prefill(s)); },
+        no_extra, true));
+  }
+  std::printf("verify: %d passed, %d failed\n", total.passed, total.failed);
+  return total.failed == 0 && total.passed > 0 ? 0 : 1;
+}
+
+}  // namespace openmla::cli
