@@ -1,0 +1,64 @@
+"""openmla: DeepSeek FlashMLA's attention kernels on x86 CPUs, with FlashMLA's Python API.
+
+    import openmla as flash_mla
+
+    sched_meta, _ = flash_mla.get_mla_metadata()
+    out, lse = flash_mla.flash_mla_with_kvcache(q, k_cache, None, None, 512, sched_meta,
+                                                is_fp8_kvcache=True, indices=indices)
+
+Arrays are CPU PyTorch tensors or NumPy arrays (bfloat16 / float8_e4m3fn through ml_dtypes),
+used in place (zero-copy, any strides the library accepts). Outputs are allocated in the array
+family of the first input, or written into `out=` arrays. Errors: ValueError for bad shapes,
+strides or values, TypeError for wrong dtypes, RuntimeError for what this build cannot do, and
+AssertionError for FlashMLA's interface assertions (e.g. reusing a sched_meta inconsistently).
+"""
+
+from . import _openmla
+from .flash_mla_interface import (
+    FlashMLASchedMeta,
+    flash_mla_sparse_fwd,
+    flash_mla_with_kvcache,
+    get_mla_metadata,
+)
+from .quant import (
+    FP8KVCacheLayout,
+    abs_indices2indices_in_kvcache,
+    abs_indices_to_cache_indices,
+    dequantize_k_cache,
+    empty_k_cache,
+    quantize_k_cache,
+)
+
+Plan = _openmla.Plan
+KvFormat = _openmla.KvFormat
+
+__version__ = _openmla.version()
+
+
+def cpu_features():
+    """CPU features detected at start-up, e.g. "avx2 fma avx512f ... (amx permitted)"."""
+    return _openmla.cpu_features()
+
+
+def list_kernels():
+    """Registered kernels in priority order as (name, op, isa, runnable) tuples."""
+    return _openmla.list_kernels()
+
+
+__all__ = [
+    "FP8KVCacheLayout",
+    "FlashMLASchedMeta",
+    "KvFormat",
+    "Plan",
+    "abs_indices2indices_in_kvcache",
+    "abs_indices_to_cache_indices",
+    "cpu_features",
+    "dequantize_k_cache",
+    "empty_k_cache",
+    "flash_mla_sparse_fwd",
+    "flash_mla_with_kvcache",
+    "get_mla_metadata",
+    "list_kernels",
+    "quantize_k_cache",
+    "__version__",
+]
