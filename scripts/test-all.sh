@@ -22,10 +22,12 @@ echo "== openmla verify (all kernels this machine runs)"
 
 echo "== sanitizer build (ASan + UBSan) and tests"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DOPENMLA_SANITIZE=ON \
-  -DOPENMLA_BUILD_TOOLS=OFF
+  -DOPENMLA_BUILD_TOOLS=ON
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L cpu --output-on-failure -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ./build-asan/openmla verify --cases 10 --seed 3
 
 if [ -f scripts/test-python.sh ]; then
   echo "== python package"
