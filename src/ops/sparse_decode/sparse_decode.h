@@ -46,6 +46,9 @@ inline bool slot_is_valid(int32_t index, int64_t position, int64_t length, int64
   return position < length && index >= 0 && index < num_slots;
 }
 
+extern const KernelEntry kSparseDecodeAmx;
+extern const KernelEntry kSparseDecodeAvx512;
+extern const KernelEntry kSparseDecodeAvx2;
 extern const KernelEntry kSparseDecodeRef;
 
 }  // namespace openmla

@@ -1,0 +1,49 @@
+#include "cpu/combine.h"
+
+#include <cmath>
+#include <limits>
+
+#include "core/dtype.h"
+
+namespace openmla {
+
+void combine_partials(int64_t pieces, const float* partial_out, int64_t out_stride,
+                      const float* partial_lse, int64_t lse_stride, int64_t dim,
+                      const float* sink, uint16_t* out, float* lse_out) {
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  double mx = -kInf;
+  for (int64_t k = 0; k < pieces; ++k) mx = std::fmax(mx, partial_lse[k * lse_stride]);
+  if (mx == -kInf) mx = 0.0;
+  double sum = 0.0;
+  for (int64_t k = 0; k < pieces; ++k) sum += std::exp(partial_lse[k * lse_stride] - mx);
+  const double g = sum > 0.0 ? std::log(sum) + mx : kInf;
+  *lse_out = static_cast<float>(g);
+  double g_sink = g;
+  if (sink != nullptr && g != kInf) {
+    const double x = static_cast<double>(*sink) - g;
+    g_sink = x > 0.0 ? static_cast<double>(*sink) + std::log1p(std::exp(-x))  // exact for +inf
+                     : g + std::log1p(std::exp(x));
+  }
+  if (g == kInf || g_sink == kInf) {  // lonely row or sink = +inf: out is exactly 0
+    for (int64_t i = 0; i < dim; ++i) out[i] = 0;
+    return;
+  }
+  // Single piece without a sink: weight exactly 1.
+  float acc_first_weight = static_cast<float>(std::exp(partial_lse[0] - g_sink));
+  if (pieces == 1 && sink == nullptr) acc_first_weight = 1.0f;
+  float acc[512];
+  const int64_t chunk = 512;
+  for (int64_t base = 0; base < dim; base += chunk) {
+    const int64_t n = dim - base < chunk ? dim - base : chunk;
+    for (int64_t i = 0; i < n; ++i) acc[i] = acc_first_weight * partial_out[base + i];
+    for (int64_t k = 1; k < pieces; ++k) {
+      const float w = static_cast<float>(std::exp(partial_lse[k * lse_stride] - g_sink));
+      if (w == 0.0f) continue;
+      const float* o = partial_out + k * out_stride + base;
+      for (int64_t i = 0; i < n; ++i) acc[i] += w * o[i];
+    }
+    for (int64_t i = 0; i < n; ++i) out[base + i] = float_to_bf16(acc[i]);
+  }
+}
+
+}  // namespace openmla
