@@ -99,4 +99,8 @@ class Family:
 
 
 def shape_of(x):
-    return None if x is None else tuple(int(s) for s in x.shape)
+    """Shape tuple for plan keys (None for None; objects without a shape key by type)."""
+    if x is None:
+        return None
+    shape = getattr(x, "shape", None)
+    return type(x).__name__ if shape is None else tuple(int(s) for s in shape)
