@@ -1,0 +1,259 @@
+// Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
+// Algorithm: split plan + compaction of valid slots from sparse_decode_cpu.h; per (row, piece)
+// task, blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16,
+// cpu/fp8_convert_avx512.h) and shared by all heads (MQA: heads form the GEMM's head dimension,
+// padded to hp = multiple of 16; any heads_q >= 1 works).
+// Layouts (bf16 unless noted): K rows [n_pad][d_qk] (AMX A operand, rows = tokens);
+// Q^T in VNNI pairs [d_qk/2][hp][2] (B operand, packed once per task); V = K[:, 0:512] in VNNI
+// pairs [n_pad/2][512][2] (B operand); scores S^T fp32 [n_pad][hp]; P bf16 [hp][n_pad]
+// (A operand, transposed from S^T 16x16 at a time); O fp32 [hp][512] in memory.
+// Tiling: all tiles 16x64 B; QK computes S^T = K . Q^T with 2x2 blocking (32 tokens x 32 heads,
+// 4 C tiles, d_qk/32 k-steps); PV computes O += P . V with 2x2 blocking (32 heads x 32 columns),
+// C tiles loaded from / stored to O once per block. Softmax: lazy online update in base 2 on
+// S^T (cpu/softmax_avx512.h), L summed from unrounded P, P rounded to bf16 for PV (FlashMLA).
+// Invariants: invalid slots are never read; pad tokens have zero K/V and P = 0; piece
+// boundaries depend only on the request's shape (thread-count / batch invariant results).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "cpu/amx_tile.h"
+#include "cpu/fp8_convert_avx512.h"
+#include "cpu/softmax_avx512.h"
+#include "cpu/transpose_avx512.h"
+#include "ops/sparse_decode/cpu/sparse_decode_cpu.h"
+
+namespace openmla {
+namespace {
+
+constexpr int64_t kBlockRows = 128;  // multiple of 32
+constexpr float kLog2e = 1.4426950408889634f;
+
+struct Workspace {
+  Scratch<uint16_t> qv, kb, vv, pb;
+  Scratch<float> st, acc, m, l, alpha;
+  Scratch<TokenRef> refs;
+};
+
+// Q (bf16 rows) -> VNNI pairs [d/2][hp][2]; pad heads zero.
+void pack_q(const uint16_t* q, int64_t head_stride, int64_t heads, int64_t hp, int64_t d_qk,
+            uint16_t* qv) {
+  std::memset(qv, 0, sizeof(uint16_t) * d_qk * hp);
+  for (int64_t h = 0; h < heads; ++h) {
+    const uint32_t* src = reinterpret_cast<const uint32_t*>(q + h * head_stride);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(qv);
+    for (int64_t j = 0; j < d_qk / 2; ++j) {
+      uint32_t v;
+      std::memcpy(&v, src + j, 4);
+      dst[j * hp + h] = v;
+    }
+  }
+}
+
+// Interleaves rows a and b (512 bf16 each) into VNNI pairs: out[2v] = a[v], out[2v+1] = b[v].
+inline void interleave_rows(const uint16_t* a, const uint16_t* b, uint16_t* out) {
+  alignas(64) static const uint16_t kLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                               24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
+  for (int64_t v = 0; v < kDimV; v += 32) {
+    const __m512i x = _mm512_loadu_si512(a + v), y = _mm512_loadu_si512(b + v);
+    _mm512_storeu_si512(out + 2 * v, _mm512_permutex2var_epi16(x, lo, y));
+    _mm512_storeu_si512(out + 2 * v + 32, _mm512_permutex2var_epi16(x, hi, y));
+  }
+}
+
+// S^T [n_pad][hp] = K [n_pad][d_qk] . Q^T.
+void qk_amx(const uint16_t* kb, int64_t d_qk, const uint16_t* qv, int64_t hp, int64_t n_pad,
+            float* st) {
+  const int64_t ht = hp / 16, ksteps = d_qk / 32;
+  const int64_t ldk = d_qk * 2, ldq = hp * 4, lds = hp * 4;
+  for (int64_t r = 0; r < n_pad; r += 32) {
+    const uint16_t* k0 = kb + r * d_qk;
+    const uint16_t* k1 = kb + (r + 16) * d_qk;
+    int64_t j = 0;
+    for (; j + 2 <= ht; j += 2) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      for (int64_t k = 0; k < ksteps; ++k) {
+        const uint16_t* q = qv + k * 16 * hp * 2 + j * 32;
+        _tile_loadd(4, k0 + k * 32, ldk);
+        _tile_loadd(6, q, ldq);
+        _tile_loadd(7, q + 32, ldq);
+        _tile_loadd(5, k1 + k * 32, ldk);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, st + r * hp + j * 16, lds);
+      _tile_stored(1, st + r * hp + j * 16 + 16, lds);
+      _tile_stored(2, st + (r + 16) * hp + j * 16, lds);
+      _tile_stored(3, st + (r + 16) * hp + j * 16 + 16, lds);
+    }
+    if (j < ht) {
+      _tile_zero(0);
+      _tile_zero(2);
+      for (int64_t k = 0; k < ksteps; ++k) {
+        _tile_loadd(4, k0 + k * 32, ldk);
+        _tile_loadd(6, qv + k * 16 * hp * 2 + j * 32, ldq);
+        _tile_loadd(5, k1 + k * 32, ldk);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(2, 5, 6);
+      }
+      _tile_stored(0, st + r * hp + j * 16, lds);
+      _tile_stored(2, st + (r + 16) * hp + j * 16, lds);
+    }
+  }
+}
+
+// O [hp][512] += P [hp][n_pad] . V (VNNI [n_pad/2][512][2]).
+void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, float* acc) {
+  const int64_t ht = hp / 16, ksteps = n_pad / 32;
+  const int64_t ldp = n_pad * 2, ldv = kDimV * 4, ldo = kDimV * 4;
+  for (int64_t v = 0; v < kDimV / 16; v += 2) {
+    int64_t i = 0;
+    for (; i + 2 <= ht; i += 2) {
+      float* o0 = acc + i * 16 * kDimV + v * 16;
+      float* o1 = o0 + 16 * kDimV;
+      _tile_loadd(0, o0, ldo);
+      _tile_loadd(1, o0 + 16, ldo);
+      _tile_loadd(2, o1, ldo);
+      _tile_loadd(3, o1 + 16, ldo);
+      const uint16_t* p0 = pb + i * 16 * n_pad;
+      const uint16_t* p1 = p0 + 16 * n_pad;
+      for (int64_t k = 0; k < ksteps; ++k) {
+        const uint16_t* vk = vv + k * 16 * kDimV * 2 + v * 32;
+        _tile_loadd(4, p0 + k * 32, ldp);
+        _tile_loadd(6, vk, ldv);
+        _tile_loadd(7, vk + 32, ldv);
+        _tile_loadd(5, p1 + k * 32, ldp);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+      }
+      _tile_stored(0, o0, ldo);
+      _tile_stored(1, o0 + 16, ldo);
+      _tile_stored(2, o1, ldo);
+      _tile_stored(3, o1 + 16, ldo);
+    }
+    if (i < ht) {
+      float* o0 = acc + i * 16 * kDimV + v * 16;
+      _tile_loadd(0, o0, ldo);
+      _tile_loadd(1, o0 + 16, ldo);
+      const uint16_t* p0 = pb + i * 16 * n_pad;
+      for (int64_t k = 0; k < ksteps; ++k) {
+        const uint16_t* vk = vv + k * 16 * kDimV * 2 + v * 32;
+        _tile_loadd(4, p0 + k * 32, ldp);
+        _tile_loadd(6, vk, ldv);
+        _tile_loadd(7, vk + 32, ldv);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+      }
+      _tile_stored(0, o0, ldo);
+      _tile_stored(1, o0 + 16, ldo);
+    }
+  }
+}
+
+// P^T fp32 [n_pad][hp] -> P bf16 [hp][n_pad] (round to nearest even).
+void transpose_p(const float* st, int64_t hp, int64_t n_pad, uint16_t* pb) {
+  __m512 r[16];
+  for (int64_t n = 0; n < n_pad; n += 16) {
+    for (int64_t j = 0; j < hp; j += 16) {
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(st + (n + i) * hp + j);
+      transpose16x16_ps(r);
+      for (int i = 0; i < 16; ++i)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + (j + i) * n_pad + n),
+                            reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(r[i])));
+    }
+  }
+}
+
+inline void prefetch_token(const TokenRef& t) {
+  const char* p = reinterpret_cast<const char*>(t.rec);
+  for (int off = 0; off < 704; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+  if (t.scales) _mm_prefetch(reinterpret_cast<const char*>(t.scales), _MM_HINT_T0);
+}
+
+void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin, int64_t end,
+               float* o_part, float* lse_part) {
+  static thread_local Workspace ws;
+  const int64_t d_qk = p.head_dim, heads = p.heads_q;
+  const int64_t hp = (heads + 15) / 16 * 16;
+  uint16_t* qv = ws.qv.get(d_qk * hp);
+  uint16_t* kb = ws.kb.get(kBlockRows * d_qk);
+  uint16_t* vv = ws.vv.get(kBlockRows * kDimV);
+  uint16_t* pb = ws.pb.get(hp * kBlockRows);
+  float* st = ws.st.get(kBlockRows * hp);
+  float* acc = ws.acc.get(hp * kDimV);
+  float* m = ws.m.get(hp);
+  float* l = ws.l.get(hp);
+  float* alpha = ws.alpha.get(hp);
+  TokenRef* refs = ws.refs.get(kBlockRows);
+
+  pack_q(p.q + b * p.q_stride[0] + s * p.q_stride[1], p.q_stride[2], heads, hp, d_qk, qv);
+  std::memset(acc, 0, sizeof(float) * hp * kDimV);
+  for (int64_t h = 0; h < hp; ++h) {
+    m[h] = -std::numeric_limits<float>::infinity();
+    l[h] = 0.0f;
+  }
+  const E4M3Lut lut = load_e4m3_lut();
+  const KvFormat format = p.kv.format;
+  const float c = p.softmax_scale * kLog2e;
+  AmxTileScope tiles;
+  SlotCursor cursor(p, b, s, begin, end);
+  for (;;) {
+    const int64_t n = cursor.next(refs, kBlockRows);
+    if (n == 0) break;
+    const int64_t n_pad = (n + 31) / 32 * 32;
+    for (int64_t t = 0; t < 6 && t < n; ++t) prefetch_token(refs[t]);
+    for (int64_t t = 0; t < n_pad; t += 2) {
+      uint16_t* r0 = kb + t * d_qk;
+      uint16_t* r1 = r0 + d_qk;
+      for (int64_t u = t; u < t + 2; ++u) {
+        uint16_t* row = kb + u * d_qk;
+        if (u < n) {
+          if (u + 6 < n) prefetch_token(refs[u + 6]);
+          dequant_token_avx512(lut, format, d_qk, refs[u].rec, refs[u].scales, row);
+        } else {
+          std::memset(row, 0, sizeof(uint16_t) * d_qk);
+        }
+      }
+      interleave_rows(r0, r1, vv + t * kDimV);
+    }
+    qk_amx(kb, d_qk, qv, hp, n_pad, st);
+    if (softmax_block_avx512(st, n, n_pad, hp, c, m, l, alpha)) {
+      for (int64_t h = 0; h < heads; ++h) {
+        if (alpha[h] == 1.0f) continue;
+        const __m512 a = _mm512_set1_ps(alpha[h]);
+        for (int64_t v = 0; v < kDimV; v += 16)
+          _mm512_store_ps(acc + h * kDimV + v, _mm512_mul_ps(a, _mm512_load_ps(acc + h * kDimV + v)));
+      }
+    }
+    transpose_p(st, hp, n_pad, pb);
+    pv_amx(pb, hp, n_pad, vv, acc);
+  }
+  finish_piece_state(heads, m, l, acc, kDimV, o_part, lse_part);
+}
+
+Status amx_run(const void* params, const ExecConfig& config) {
+  const auto& p = *static_cast<const SparseDecodeParams*>(params);
+  return run_split_tasks(p, config,
+                         [&](int64_t b, int64_t s, int64_t begin, int64_t end, float* o, float* lse) {
+                           run_piece(p, b, s, begin, end, o, lse);
+                         });
+}
+
+}  // namespace
+
+const KernelEntry kSparseDecodeAmx = {"sparse_decode.amx", Op::kSparseDecode, Isa::kAmx,
+                                      sd_unsupported, sd_choose_splits, amx_run};
+
+}  // namespace openmla
