@@ -4,7 +4,8 @@
 namespace openmla {
 
 const std::vector<const KernelEntry*>& sparse_decode_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kSparseDecodeAmx, &kSparseDecodeAvx512, &kSparseDecodeRef};
+  static const std::vector<const KernelEntry*> list = {&kSparseDecodeAmx, &kSparseDecodeAvx512, &kSparseDecodeAvx2,
+                                                         &kSparseDecodeRef};
   return list;
 }
 
