@@ -175,8 +175,10 @@ Status abs_indices_to_cache_indices(const TensorView& abs_indices, const TensorV
         int64_t result = -1;
         if (pos >= 0 && pos / page_size < max_blocks) {
           const int64_t block = table[b * block_table.stride[0] + (pos / page_size) * block_table.stride[1]];
-          const int64_t flat = block * page_size + pos % page_size;
-          result = (block >= 0 && flat <= INT32_MAX) ? flat : -1;
+          int64_t flat = 0;
+          const bool overflow = __builtin_mul_overflow(block, page_size, &flat) ||
+                                __builtin_add_overflow(flat, pos % page_size, &flat);
+          result = (block >= 0 && !overflow && flat <= INT32_MAX) ? flat : -1;
         }
         dst[b * out.stride[0] + s * out.stride[1] + k * out.stride[2]] = static_cast<int32_t>(result);
       }
