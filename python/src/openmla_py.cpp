@@ -149,6 +149,15 @@ class Converter {
       view.shape[i] = static_cast<int64_t>(nd.shape(i));
       view.stride[i] = static_cast<int64_t>(nd.stride(i));
     }
+    // Exporters disagree on the strides of an array without elements (some give zeros); they
+    // address nothing, so report row-major ones.
+    if (nd.size() == 0) {
+      int64_t stride = 1;
+      for (int i = view.ndim - 1; i >= 0; --i) {
+        view.stride[i] = stride;
+        stride *= view.shape[i] > 0 ? view.shape[i] : 1;
+      }
+    }
     keep.push_back(std::move(nd));
     return view;
   }

@@ -126,3 +126,24 @@ def test_reference_checks_are_not_vacuous(rng):
     lonely[0, 0] = np.inf
     with pytest.raises(AssertionError, match="inf"):
         mla_ref.check_close("lse", mla_ref.f64(lse), lonely, mla_ref.TOL_PREFILL_STAT)
+
+
+def test_testing_helpers_smoke(family):
+    from openmla import testing
+
+    x = to_family(mla_ref.randn_bf16(np.random.default_rng(1), (3, 4, 8), 1.0), family)
+    y = testing.non_contiguousify(x)
+    assert tuple(y.shape) == (3, 4, 8)
+    testing.check_is_allclose("same", y, x, *testing.TOLERANCES[("sparse_decode", "out")])
+    with pytest.raises(AssertionError):
+        testing.check_is_allclose("different", mla_ref.f64(x) * 1.5, x)
+
+
+def test_empty_batch_is_accepted_or_rejected_cleanly():
+    q = np.zeros((0, 4, 576), BF16)
+    try:
+        out, mx, lse = openmla.flash_mla_sparse_fwd(q, np.zeros((8, 1, 576), BF16),
+                                                    np.zeros((0, 1, 64), np.int32), 0.5)
+    except ValueError:
+        return
+    assert out.shape == (0, 4, 512) and lse.shape == (0, 4)
