@@ -25,6 +25,36 @@
 #include "cpu/transpose_avx512.h"
 #include "ops/sparse_decode/cpu/sparse_decode_cpu.h"
 
+#ifdef OPENMLA_SD_PROFILE  // development-only per-phase cycle counters (never in normal builds)
+#include <x86intrin.h>
+#include <atomic>
+#include <cstdio>
+namespace {
+std::atomic<uint64_t> g_phase[8];
+struct PhaseDump {
+  ~PhaseDump() {
+    const char* names[8] = {"gather+dequant", "qk", "softmax", "transpose", "pv", "finish", "pack_q", ""};
+    uint64_t total = 0;
+    for (auto& v : g_phase) total += v;
+    for (int i = 0; i < 7; ++i)
+      std::printf("  %-15s %5.1f%%\n", names[i], 100.0 * g_phase[i] / (total ? total : 1));
+  }
+} g_phase_dump;
+}  // namespace
+#define SD_PHASE(i)                                  \
+  do {                                               \
+    const uint64_t now_ = __rdtsc();                 \
+    g_phase[i] += now_ - sd_t0_;                     \
+    sd_t0_ = now_;                                   \
+  } while (0)
+#define SD_PHASE_START uint64_t sd_t0_ = __rdtsc()
+#else
+#define SD_PHASE(i) \
+  do {              \
+  } while (0)
+#define SD_PHASE_START
+#endif
+
 namespace openmla {
 namespace {
 
@@ -37,17 +67,17 @@ struct Workspace {
   Scratch<TokenRef> refs;
 };
 
-// Q (bf16 rows) -> VNNI pairs [d/2][hp][2]; pad heads zero.
+// Q (bf16 rows) -> VNNI pairs [d/2][hp][2] (16x16 dword transposes); pad heads zero.
 void pack_q(const uint16_t* q, int64_t head_stride, int64_t heads, int64_t hp, int64_t d_qk,
             uint16_t* qv) {
-  std::memset(qv, 0, sizeof(uint16_t) * d_qk * hp);
-  for (int64_t h = 0; h < heads; ++h) {
-    const uint32_t* src = reinterpret_cast<const uint32_t*>(q + h * head_stride);
-    uint32_t* dst = reinterpret_cast<uint32_t*>(qv);
-    for (int64_t j = 0; j < d_qk / 2; ++j) {
-      uint32_t v;
-      std::memcpy(&v, src + j, 4);
-      dst[j * hp + h] = v;
+  __m512 r[16];
+  for (int64_t h0 = 0; h0 < hp; h0 += 16) {
+    for (int64_t j0 = 0; j0 < d_qk / 2; j0 += 16) {
+      for (int i = 0; i < 16; ++i)
+        r[i] = h0 + i < heads ? _mm512_loadu_ps(q + (h0 + i) * head_stride + 2 * j0)
+                              : _mm512_setzero_ps();
+      transpose16x16_ps(r);
+      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(qv + ((j0 + k) * hp + h0) * 2, r[k]);
     }
   }
 }
@@ -197,7 +227,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   float* l = ws.l.get(hp);
   float* alpha = ws.alpha.get(hp);
   TokenRef* refs = ws.refs.get(kBlockRows);
-
+  SD_PHASE_START;
   pack_q(p.q + b * p.q_stride[0] + s * p.q_stride[1], p.q_stride[2], heads, hp, d_qk, qv);
   std::memset(acc, 0, sizeof(float) * hp * kDimV);
   for (int64_t h = 0; h < hp; ++h) {
@@ -209,6 +239,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   const float c = p.softmax_scale * kLog2e;
   AmxTileScope tiles;
   SlotCursor cursor(p, b, s, begin, end);
+  SD_PHASE(6);
   for (;;) {
     const int64_t n = cursor.next(refs, kBlockRows);
     if (n == 0) break;
@@ -228,7 +259,9 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
       }
       interleave_rows(r0, r1, vv + t * kDimV);
     }
+    SD_PHASE(0);
     qk_amx(kb, d_qk, qv, hp, n_pad, st);
+    SD_PHASE(1);
     if (softmax_block_avx512(st, n, n_pad, hp, c, m, l, alpha)) {
       for (int64_t h = 0; h < heads; ++h) {
         if (alpha[h] == 1.0f) continue;
@@ -237,10 +270,14 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
           _mm512_store_ps(acc + h * kDimV + v, _mm512_mul_ps(a, _mm512_load_ps(acc + h * kDimV + v)));
       }
     }
+    SD_PHASE(2);
     transpose_p(st, hp, n_pad, pb);
+    SD_PHASE(3);
     pv_amx(pb, hp, n_pad, vv, acc);
+    SD_PHASE(4);
   }
   finish_piece_state(heads, m, l, acc, kDimV, o_part, lse_part);
+  SD_PHASE(5);
 }
 
 Status amx_run(const void* params, const ExecConfig& config) {

@@ -207,8 +207,9 @@ inline void finish_piece_state(int64_t heads, const float* m, const float* l, co
       continue;
     }
     const float inv = 1.0f / l[h];
-    const float* a = acc + h * acc_stride;
-    for (int64_t i = 0; i < kDimV; ++i) o[i] = a[i] * inv;
+    const float* __restrict a = acc + h * acc_stride;
+    float* __restrict dst = o;
+    for (int64_t i = 0; i < kDimV; ++i) dst[i] = a[i] * inv;
     lse_part[h] = static_cast<float>((static_cast<double>(m[h]) + std::log2(static_cast<double>(l[h]))) * kLn2);
   }
 }

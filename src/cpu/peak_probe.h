@@ -1,0 +1,23 @@
+// Machine-peak probes used by `openmla bench peak` and to express kernel results as a fraction
+// of what this machine can do, measured in the same run (the VM is noisy; best of several reps).
+#pragma once
+
+namespace openmla {
+
+/// Best-of-N matmul throughput in TFLOP/s over `threads` pinned threads: an AMX TDPBF16PS
+/// register-only loop (4 independent C tiles) when AMX is usable (after OPENMLA_MAX_ISA), else
+/// an fp32 FMA register loop (AVX-512, then AVX2), else a scalar FMA loop.
+double measure_matmul_peak_tflops(int threads);
+
+/// Best-of-N streaming read bandwidth in GB/s (1e9 B/s) over `threads` pinned threads, reading a
+/// 1 GiB buffer (far larger than the LLC) that each thread first-touched itself.
+double measure_stream_bandwidth_gbps(int threads);
+
+namespace detail {
+/// Per-ISA register-only loops: run `iters` iterations, return FLOPs executed.
+double peak_loop_amx(long iters);
+double peak_loop_avx512(long iters);
+double peak_loop_avx2(long iters);
+}  // namespace detail
+
+}  // namespace openmla
