@@ -36,7 +36,10 @@ Status kv_page_bytes(KvFormat format, int64_t page_size, int64_t head_dim, int64
     return invalid_argument("FP8 caches hold one kv head, got heads_kv " + std::to_string(heads_kv));
   int64_t per_token = 0;
   OPENMLA_RETURN_IF_ERROR(kv_bytes_per_token(format, head_dim, &per_token));
-  const int64_t raw = per_token * page_size * heads_kv;
+  int64_t raw = 0;
+  if (__builtin_mul_overflow(per_token, page_size, &raw) ||
+      __builtin_mul_overflow(raw, heads_kv, &raw) || raw > INT64_MAX - 575)
+    return invalid_argument("page_size * heads_kv * bytes per token overflows int64");
   *bytes = format == KvFormat::kModel1 ? (raw + 575) / 576 * 576 : raw;
   return Status::Ok();
 }

@@ -83,7 +83,7 @@ Status make_paged_cache(const TensorView& t, const char* name, int64_t head_dim,
   cache->base = static_cast<const uint8_t*>(t.data);
   cache->num_blocks = t.shape[0];
   cache->page_size = t.shape[1];
-  if (cache->page_size < 1 && cache->num_blocks > 0)
+  if (cache->page_size < 1)  // also for an empty cache: callers divide by page_size
     return invalid_argument(n + ": page_size (shape[1]) must be at least 1");
   return Status::Ok();
 }
