@@ -38,6 +38,9 @@ struct DenseDecodeParams {
   }
 };
 
+extern const KernelEntry kDenseDecodeAmx;
+extern const KernelEntry kDenseDecodeAvx512;
+extern const KernelEntry kDenseDecodeAvx2;
 extern const KernelEntry kDenseDecodeRef;
 
 }  // namespace openmla

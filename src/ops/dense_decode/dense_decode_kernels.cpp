@@ -4,7 +4,8 @@
 namespace openmla {
 
 const std::vector<const KernelEntry*>& dense_decode_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kDenseDecodeRef};
+  static const std::vector<const KernelEntry*> list = {&kDenseDecodeAmx, &kDenseDecodeAvx512,
+                                                     &kDenseDecodeAvx2, &kDenseDecodeRef};
   return list;
 }
 

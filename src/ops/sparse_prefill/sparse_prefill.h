@@ -36,6 +36,9 @@ struct SparsePrefillParams {
   }
 };
 
+extern const KernelEntry kSparsePrefillAmx;
+extern const KernelEntry kSparsePrefillAvx512;
+extern const KernelEntry kSparsePrefillAvx2;
 extern const KernelEntry kSparsePrefillRef;
 
 }  // namespace openmla

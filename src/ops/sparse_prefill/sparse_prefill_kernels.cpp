@@ -4,7 +4,8 @@
 namespace openmla {
 
 const std::vector<const KernelEntry*>& sparse_prefill_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kSparsePrefillRef};
+  static const std::vector<const KernelEntry*> list = {&kSparsePrefillAmx, &kSparsePrefillAvx512,
+                                                     &kSparsePrefillAvx2, &kSparsePrefillRef};
   return list;
 }
 

@@ -1,0 +1,153 @@
+// Online-softmax driver shared by the CPU dense-decode and sparse-prefill kernels: M query rows
+// (bf16, all reading the same key sequence, e.g. every query head of one kv head x the seq_q
+// queries of a request) attend to keys handed over in blocks of at most Backend::kBlockN rows.
+// Layouts: keys bf16 [kBlockN][D] (filled by the caller; V = K[:, 0:512]), scores / P fp32
+// [n_pad][Mp] ("S^T": one row per key, heads along the vector, Mp = M rounded up to 16), running
+// max m (log2 units), sum l and accumulator O fp32 [Mp][512]. The backend supplies the two GEMMs
+// (QK -> S^T, P.V -> O) and the block softmax; this file only sequences them.
+// Invariants: key rows [n, n_pad) are zeroed before the GEMMs (P is 0 there, so no 0 * NaN);
+// per-row key limits (causal) are applied as -inf scores; a row that saw no key finishes with
+// lse -inf and zeros (combine_partials turns that into out 0, lse +inf).
+// Everything has internal linkage: this header is compiled under different ISA flags.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+
+namespace openmla {
+namespace {
+
+/// 64-byte aligned growable buffer (contents not preserved on growth).
+template <typename T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer() { std::free(data_); }
+  T* get(int64_t n) {
+    if (n > capacity_) {
+      std::free(data_);
+      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64;
+      data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+      if (data_ == nullptr) throw std::bad_alloc();
+      capacity_ = n;
+    }
+    return data_;
+  }
+
+ private:
+  T* data_ = nullptr;
+  int64_t capacity_ = 0;
+};
+
+constexpr int64_t kRowsDimV = 512;
+
+template <class Backend>
+class RowsAttention {
+ public:
+  static constexpr int64_t kBlockN = Backend::kBlockN;
+
+  /// Starts a new key sequence for rows q_rows[0..M) (each D bf16 values).
+  void begin(int64_t M, int64_t D, float softmax_scale, bool track_max,
+             const uint16_t* const* q_rows) {
+    M_ = M;
+    Mp_ = (M + 15) / 16 * 16;
+    D_ = D;
+    scale_ = softmax_scale;
+    c_ = softmax_scale * 1.4426950408889634f;
+    track_max_ = track_max;
+    st_ = st_buf_.get(kBlockN * Mp_);
+    m_ = m_buf_.get(Mp_);
+    l_ = l_buf_.get(Mp_);
+    alpha_ = alpha_buf_.get(Mp_);
+    raw_max_ = max_buf_.get(Mp_);
+    o_ = o_buf_.get(Mp_ * kRowsDimV);
+    keys_ = key_buf_.get(kBlockN * D);
+    for (int64_t r = 0; r < Mp_; ++r) {
+      m_[r] = -std::numeric_limits<float>::infinity();
+      l_[r] = 0.0f;
+      raw_max_[r] = -std::numeric_limits<float>::infinity();
+    }
+    std::memset(o_, 0, sizeof(float) * Mp_ * kRowsDimV);
+    backend_.begin(M, Mp_, D, q_rows);
+  }
+
+  /// Buffer for the next block's keys: [kBlockN][D] bf16.
+  uint16_t* keys() { return keys_; }
+  const Backend& backend() const { return backend_; }
+  Backend& backend() { return backend_; }
+
+  /// Consumes keys()[0..n). row_limit (nullable, M entries): row r only sees keys n' < row_limit[r].
+  void step(int64_t n, const int64_t* row_limit) {
+    if (n <= 0) return;
+    const int64_t n_pad = (n + Backend::kPadN - 1) / Backend::kPadN * Backend::kPadN;
+    if (n_pad > n) std::memset(keys_ + n * D_, 0, sizeof(uint16_t) * (n_pad - n) * D_);
+    backend_.qk(keys_, n_pad, st_);
+    if (row_limit != nullptr) {
+      int64_t lo = n;
+      for (int64_t r = 0; r < M_; ++r) lo = std::min(lo, std::max<int64_t>(row_limit[r], 0));
+      for (int64_t k = lo; k < n; ++k) {
+        float* row = st_ + k * Mp_;
+        for (int64_t r = 0; r < M_; ++r)
+          if (k >= row_limit[r]) row[r] = -std::numeric_limits<float>::infinity();
+      }
+    }
+    if (track_max_) {
+      for (int64_t k = 0; k < n; ++k) {
+        const float* row = st_ + k * Mp_;
+        for (int64_t r = 0; r < Mp_; ++r) raw_max_[r] = std::max(raw_max_[r], row[r]);
+      }
+    }
+    if (backend_.softmax(st_, n, n_pad, Mp_, c_, m_, l_, alpha_)) {
+      for (int64_t r = 0; r < M_; ++r) {
+        const float a = alpha_[r];
+        if (a == 1.0f) continue;
+        float* o = o_ + r * kRowsDimV;
+        for (int64_t i = 0; i < kRowsDimV; ++i) o[i] *= a;
+      }
+    }
+    backend_.pv(st_, keys_, n_pad, o_);
+  }
+
+  /// Writes row r's normalised output (512 floats at o_part + r * o_stride) and natural-log lse
+  /// (-inf when it saw nothing) to lse_part[r]; max_logit (nullable) gets scale * max score.
+  void finish(float* o_part, int64_t o_stride, float* lse_part, float* max_logit) {
+    backend_.end();
+    constexpr double kLn2 = 0.6931471805599453;
+    for (int64_t r = 0; r < M_; ++r) {
+      float* o = o_part + r * o_stride;
+      if (max_logit != nullptr) max_logit[r] = raw_max_[r] * scale_;
+      if (!(l_[r] > 0.0f)) {
+        std::memset(o, 0, kRowsDimV * sizeof(float));
+        lse_part[r] = -std::numeric_limits<float>::infinity();
+        if (max_logit != nullptr) max_logit[r] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const float inv = 1.0f / l_[r];
+      const float* a = o_ + r * kRowsDimV;
+      for (int64_t i = 0; i < kRowsDimV; ++i) o[i] = a[i] * inv;
+      lse_part[r] = static_cast<float>(
+          (static_cast<double>(m_[r]) + std::log2(static_cast<double>(l_[r]))) * kLn2);
+    }
+  }
+
+ private:
+  Backend backend_;
+  int64_t M_ = 0, Mp_ = 0, D_ = 0;
+  float scale_ = 0.0f, c_ = 0.0f;
+  bool track_max_ = false;
+  float *st_ = nullptr, *m_ = nullptr, *l_ = nullptr, *alpha_ = nullptr, *raw_max_ = nullptr,
+        *o_ = nullptr;
+  uint16_t* keys_ = nullptr;
+  AlignedBuffer<float> st_buf_, m_buf_, l_buf_, alpha_buf_, max_buf_, o_buf_;
+  AlignedBuffer<uint16_t> key_buf_;
+};
+
+}  // namespace
+}  // namespace openmla

@@ -1,0 +1,138 @@
+// Shared, ISA-free driver of the CPU dense-decode kernels (dense_decode_{amx,avx512,avx2}.cpp),
+// templated on the GEMM backend of cpu/attn_rows_engine.h.
+// Split plan: request b's L_b cached tokens are cut into pieces = ceil(L_b / kDdMaxPiece) equal
+// pieces (>= 1, so a zero-length request still has one, empty, piece). Boundaries depend only on
+// L_b: results are bitwise identical whatever the batch composition or the thread count.
+// Work item = (request, kv head, piece): all seq_q x (heads_q / heads_kv) query rows of that kv
+// head are folded into the M dimension, the piece's tokens are streamed ONCE (gathered through
+// the block table, FP8 dequantised bit-exactly) in blocks shared by every row; causal limits are
+// per-row key limits. Each item writes normalised fp32 partials + natural-log lse; then every
+// (b, s, h) row is merged by the one combine (cpu/combine.h), also for a single piece.
+// Everything has internal linkage: this header is compiled under different ISA flags.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "cpu/attn_rows_engine.h"
+#include "cpu/combine.h"
+#include "ops/dense_decode/dense_decode.h"
+
+namespace openmla {
+namespace {
+
+constexpr int64_t kDdMaxPiece = 2048;  ///< tokens per piece at most
+
+inline int64_t dd_length(const DenseDecodeParams& p, int64_t b) {
+  return p.cache_seqlens[b * p.seqlens_stride];
+}
+inline int64_t dd_pieces(int64_t length) {
+  return std::max<int64_t>(1, (length + kDdMaxPiece - 1) / kDdMaxPiece);
+}
+
+inline int dd_choose_splits(const void* params, int) {
+  const auto& p = *static_cast<const DenseDecodeParams*>(params);
+  int64_t most = 1;
+  for (int64_t b = 0; b < p.batch; ++b) most = std::max(most, dd_pieces(dd_length(p, b)));
+  return static_cast<int>(most);
+}
+
+inline const char* dd_unsupported(const void* params) {
+  const auto& p = *static_cast<const DenseDecodeParams*>(params);
+  if (p.head_dim_v != kRowsDimV) return "head_dim_v must be 512";
+  if (p.head_dim != 576 && p.head_dim != 512) return "head_dim must be 576 or 512";
+  return nullptr;
+}
+
+template <class Backend>
+Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
+  const int64_t group = p.heads_q / p.heads_kv;
+  const int64_t M = p.seq_q * group;
+  const int64_t D = p.head_dim;
+  std::vector<int64_t> first(p.batch + 1, 0), pieces(p.batch);
+  for (int64_t b = 0; b < p.batch; ++b) {
+    pieces[b] = dd_pieces(dd_length(p, b));
+    first[b + 1] = first[b] + p.heads_kv * pieces[b];
+  }
+  const int64_t items = first[p.batch];
+  if (items == 0) return Status::Ok();
+  static thread_local AlignedBuffer<float> part_out_buf, part_lse_buf;
+  float* part_out = part_out_buf.get(items * M * kRowsDimV);
+  float* part_lse = part_lse_buf.get(items * M);
+  const bool mask_rows = p.causal && p.seq_q > 1;
+
+  parallel_for(items, config.num_threads, [&](int64_t item, int) {
+    const int64_t b = std::upper_bound(first.begin(), first.end(), item) - first.begin() - 1;
+    const int64_t local = item - first[b];
+    const int64_t g = local / pieces[b], k = local % pieces[b];
+    const int64_t length = dd_length(p, b);
+    const int64_t piece_len = (length + pieces[b] - 1) / pieces[b];
+    const int64_t begin = std::min(length, k * piece_len);
+    const int64_t end = std::min(length, begin + piece_len);
+
+    static thread_local RowsAttention<Backend> engine;
+    static thread_local std::vector<const uint16_t*> q_rows;
+    static thread_local std::vector<int64_t> visible, limit;
+    q_rows.resize(M);
+    visible.resize(M);
+    limit.resize(M);
+    int64_t max_visible = 0;
+    for (int64_t s = 0; s < p.seq_q; ++s) {
+      const int64_t vis = p.visible_length(b, s);
+      max_visible = std::max(max_visible, vis);
+      for (int64_t hh = 0; hh < group; ++hh) {
+        const int64_t r = s * group + hh;
+        q_rows[r] = p.q + b * p.q_stride[0] + s * p.q_stride[1] + (g * group + hh) * p.q_stride[2];
+        visible[r] = vis;
+      }
+    }
+    engine.begin(M, D, p.softmax_scale, false, q_rows.data());
+    const int64_t stop = std::min(end, max_visible);
+    const int64_t ps = p.kv.page_size;
+    const bool model1 = p.kv.format == KvFormat::kModel1;
+    for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
+      const int64_t n = std::min(Backend::kBlockN, stop - j0);
+      uint16_t* keys = engine.keys();
+      int64_t j = j0;
+      while (j < j0 + n) {
+        const int64_t page = p.page_of(b, j / ps);
+        int64_t off = j % ps;
+        const int64_t run = std::min(ps - off, j0 + n - j);
+        if (j + run < stop) {  // next page's first token: its address is not sequential
+          const int64_t next = j + run;
+          __builtin_prefetch(p.kv.token_record(p.page_of(b, next / ps), next % ps, g));
+        }
+        for (int64_t t = 0; t < run; ++t, ++off, ++j) {
+          engine.backend().load_token(p.kv.format, D, p.kv.token_record(page, off, g),
+                                      model1 ? p.kv.model1_scales(page, off) : nullptr,
+                                      keys + (j - j0) * D);
+        }
+      }
+      if (mask_rows) {
+        for (int64_t r = 0; r < M; ++r) limit[r] = visible[r] - j0;
+      }
+      engine.step(n, mask_rows ? limit.data() : nullptr);
+    }
+    engine.finish(part_out + item * M * kRowsDimV, kRowsDimV, part_lse + item * M, nullptr);
+  });
+
+  const int64_t rows = p.batch * p.seq_q * p.heads_q;
+  parallel_for(rows, config.num_threads, [&](int64_t row, int) {
+    const int64_t h = row % p.heads_q;
+    const int64_t s = (row / p.heads_q) % p.seq_q;
+    const int64_t b = row / (p.heads_q * p.seq_q);
+    const int64_t g = h / group, hh = h % group;
+    const int64_t r = s * group + hh;
+    const int64_t base = first[b] + g * pieces[b];
+    combine_partials(pieces[b], part_out + (base * M + r) * kRowsDimV, M * kRowsDimV,
+                     part_lse + base * M + r, M, kRowsDimV, nullptr,
+                     p.out + b * p.out_stride[0] + s * p.out_stride[1] + h * p.out_stride[2],
+                     p.lse + b * p.lse_stride[0] + h * p.lse_stride[1] + s * p.lse_stride[2]);
+  });
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace openmla

@@ -1,0 +1,89 @@
+// Shared, ISA-free driver of the CPU sparse-prefill kernels (sparse_prefill_{amx,avx512,avx2}),
+// templated on the GEMM backend of cpu/attn_rows_engine.h.
+// Work item = (query token s, kv head g): the heads_q / heads_kv query heads of g are the M rows;
+// the valid slots of index row (s, g) (p < topk_length[s], 0 <= index < seq_kv; duplicates kept)
+// are compacted, their kv rows gathered (software prefetch kPrefetch slots ahead) in blocks shared
+// by all rows, and attended with the online softmax. No key-list split: seq_q x heads_kv items
+// already keep every thread busy, and each item's result depends only on its own inputs (thread-
+// and batch-invariant). The finished row goes through the one combine (cpu/combine.h, 1 piece),
+// which applies the sink; max_logits = scale x the largest raw score (-inf for lonely rows).
+// Invalid slots are never dereferenced. Everything has internal linkage.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "cpu/attn_rows_engine.h"
+#include "cpu/combine.h"
+#include "ops/sparse_prefill/sparse_prefill.h"
+
+namespace openmla {
+namespace {
+
+constexpr int64_t kPrefetch = 16;
+
+inline const char* sp_unsupported(const void* params) {
+  const auto& p = *static_cast<const SparsePrefillParams*>(params);
+  if (p.head_dim_v != kRowsDimV) return "head_dim_v must be 512";
+  if (p.head_dim != 576 && p.head_dim != 512) return "head_dim must be 576 or 512";
+  return nullptr;
+}
+
+template <class Backend>
+Status sp_run(const SparsePrefillParams& p, const ExecConfig& config) {
+  const int64_t group = p.heads_q / p.heads_kv;
+  const int64_t D = p.head_dim;
+  const int64_t items = p.seq_q * p.heads_kv;
+  parallel_for(items, config.num_threads, [&](int64_t item, int) {
+    const int64_t s = item / p.heads_kv, g = item % p.heads_kv;
+    static thread_local RowsAttention<Backend> engine;
+    static thread_local std::vector<const uint16_t*> q_rows;
+    static thread_local std::vector<int32_t> valid;
+    static thread_local AlignedBuffer<float> o_buf, lse_buf, max_buf;
+    q_rows.resize(group);
+    for (int64_t hh = 0; hh < group; ++hh)
+      q_rows[hh] = p.q + s * p.q_stride[0] + (g * group + hh) * p.q_stride[1];
+    engine.begin(group, D, p.softmax_scale, true, q_rows.data());
+
+    const int64_t length = p.length(s);
+    const int32_t* row = p.index_row(s, g);
+    valid.clear();
+    for (int64_t k = 0; k < length; ++k) {
+      const int32_t index = row[k * p.indices_stride[2]];
+      if (index >= 0 && index < p.seq_kv) valid.push_back(index);
+    }
+    const int64_t count = static_cast<int64_t>(valid.size());
+    const uint16_t* kv = p.kv + g * p.kv_stride[1];
+    for (int64_t k0 = 0; k0 < count; k0 += Backend::kBlockN) {
+      const int64_t n = std::min(Backend::kBlockN, count - k0);
+      uint16_t* keys = engine.keys();
+      for (int64_t t = 0; t < n; ++t) {
+        if (k0 + t + kPrefetch < count) {
+          const char* ahead =
+              reinterpret_cast<const char*>(kv + valid[k0 + t + kPrefetch] * p.kv_stride[0]);
+          for (int64_t byte = 0; byte < D * 2; byte += 64) __builtin_prefetch(ahead + byte);
+        }
+        std::memcpy(keys + t * D, kv + valid[k0 + t] * p.kv_stride[0], D * sizeof(uint16_t));
+      }
+      engine.step(n, nullptr);
+    }
+    float* o = o_buf.get(group * kRowsDimV);
+    float* lse = lse_buf.get(group);
+    float* mx = max_buf.get(group);
+    engine.finish(o, kRowsDimV, lse, mx);
+    for (int64_t hh = 0; hh < group; ++hh) {
+      const int64_t h = g * group + hh;
+      combine_partials(1, o + hh * kRowsDimV, kRowsDimV, lse + hh, 1, kRowsDimV,
+                       p.attn_sink ? p.attn_sink + h * p.sink_stride : nullptr,
+                       p.out + s * p.out_stride[0] + h * p.out_stride[1],
+                       p.lse + s * p.lse_stride[0] + h * p.lse_stride[1]);
+      p.max_logits[s * p.max_logits_stride[0] + h * p.max_logits_stride[1]] = mx[hh];
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace openmla
