@@ -26,7 +26,7 @@ struct PlanState;
 class Plan {
  public:
   bool valid() const { return state_ != nullptr; }
-  Op op() const;
+  Op op() const;  ///< Op::kSparseDecode for an empty plan
   const char* kernel_name() const;
   int num_threads() const;
   int num_splits() const;  ///< pieces each row's key list is cut into (1 = no split)

@@ -117,7 +117,7 @@ Status run_plan(const Plan& plan, Op op, const void* params,
 
 namespace openmla {
 
-Op Plan::op() const { return state_->op; }
+Op Plan::op() const { return state_ ? state_->op : Op::kSparseDecode; }
 const char* Plan::kernel_name() const { return state_ ? state_->kernel->name : ""; }
 int Plan::num_threads() const { return state_ ? state_->config.num_threads : 0; }
 int Plan::num_splits() const { return state_ ? state_->config.num_splits : 0; }
