@@ -87,7 +87,7 @@ struct Interleave16 {
 
 class AmxAttnBackend {
  public:
-  static constexpr int64_t kBlockN = 128;  ///< keys per block (4 PV k-steps)
+  static constexpr int64_t kBlockN = 256;  ///< keys per block (8 PV k-steps)
   static constexpr int64_t kPadN = 32;     ///< key count padding (one PV k-step)
 
   void begin(int64_t M, int64_t Mp, int64_t D, const uint16_t* const* q_rows) {
@@ -115,7 +115,8 @@ class AmxAttnBackend {
   void end() { _tile_release(); }
 
   /// st[n][m] = keys[n] . q[m] for n < n_pad (n_pad a multiple of 32).
-  __attribute__((noinline)) void qk(const uint16_t* keys, int64_t n_pad, float* st) {
+  __attribute__((noinline)) void qk(const uint16_t* keys, int64_t n_pad, float* st,
+                                     LinePrefetcher& pf) {
     const int64_t ks = D_ * 2, ss = Mp_ * 4;
     for (int64_t nb = 0; nb < n_pad / 16; nb += 2) {
       const uint16_t* k0 = keys + nb * 16 * D_;
@@ -130,6 +131,7 @@ class AmxAttnBackend {
         _tile_zero(3);
         for (int64_t kk = 0; kk < nkk_; ++kk) {
           const uint16_t* q = qb_ + (kk * nmb_ + mb) * 512;
+          pf.issue(4);
           _tile_loadd(4, k0 + kk * 32, ks);
           _tile_loadd(6, q, 64);
           _tile_loadd(7, q + 512, 64);
@@ -148,6 +150,7 @@ class AmxAttnBackend {
         _tile_zero(0);
         _tile_zero(2);
         for (int64_t kk = 0; kk < nkk_; ++kk) {
+          pf.issue(4);
           _tile_loadd(4, k0 + kk * 32, ks);
           _tile_loadd(5, k1 + kk * 32, ks);
           _tile_loadd(6, qb_ + (kk * nmb_ + mb) * 512, 64);
@@ -166,7 +169,7 @@ class AmxAttnBackend {
   }
 
   /// o[m][0..512) += sum_n p[n][m] * keys[n][0..512).
-  void pv(const float* p, const uint16_t* keys, int64_t n_pad, float* o) {
+  void pv(const float* p, const uint16_t* keys, int64_t n_pad, float* o, LinePrefetcher& pf) {
     const int64_t nkb = n_pad / 32;
     // P^T fp32 [n][Mp] -> A tiles [mb][kb][16 m][32 keys] bf16.
     for (int64_t mb = 0; mb < nmb_; ++mb) {
@@ -208,6 +211,7 @@ class AmxAttnBackend {
         _tile_loadd(3, c1 + 16, os);
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const uint16_t* v = vb_ + (kb * 32 + db) * 512;
+          pf.issue(4);
           _tile_loadd(4, pa_ + (mb * (kBlockN / 32) + kb) * 512, 64);
           _tile_loadd(6, v, 64);
           _tile_loadd(7, v + 512, 64);
@@ -228,6 +232,7 @@ class AmxAttnBackend {
         _tile_loadd(1, c0 + 16, os);
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const uint16_t* v = vb_ + (kb * 32 + db) * 512;
+          pf.issue(4);
           _tile_loadd(4, pa_ + (mb * (kBlockN / 32) + kb) * 512, 64);
           _tile_loadd(6, v, 64);
           _tile_loadd(7, v + 512, 64);

@@ -48,6 +48,27 @@ class AlignedBuffer {
 
 constexpr int64_t kRowsDimV = 512;
 
+/// Software prefetch (to L2) of the next block's token records, spread by the backend over the
+/// current block's GEMM loops so that the cache stream overlaps with compute.
+struct LinePrefetcher {
+  const uint8_t* const* records = nullptr;
+  int64_t count = 0;  ///< records
+  int64_t bytes = 0;  ///< bytes per record
+  int64_t next = 0, offset = 0;
+  void issue(int64_t lines) {
+    for (; lines > 0 && next < count; --lines) {
+      __builtin_prefetch(records[next] + offset, 0, 2);
+      offset += 64;
+      if (offset >= bytes) {
+        __builtin_prefetch(records[next] + bytes - 1, 0, 2);
+        offset = 0;
+        ++next;
+      }
+    }
+  }
+  void flush() { issue(count * (bytes / 64 + 1)); }
+};
+
 template <class Backend>
 class RowsAttention {
  public:
@@ -84,11 +105,14 @@ class RowsAttention {
   Backend& backend() { return backend_; }
 
   /// Consumes keys()[0..n). row_limit (nullable, M entries): row r only sees keys n' < row_limit[r].
-  void step(int64_t n, const int64_t* row_limit) {
+  /// prefetch (nullable): records of the next block, prefetched while this one computes.
+  void step(int64_t n, const int64_t* row_limit, LinePrefetcher* prefetch = nullptr) {
+    LinePrefetcher none;
+    LinePrefetcher& pf = prefetch != nullptr ? *prefetch : none;
     if (n <= 0) return;
     const int64_t n_pad = (n + Backend::kPadN - 1) / Backend::kPadN * Backend::kPadN;
     if (n_pad > n) std::memset(keys_ + n * D_, 0, sizeof(uint16_t) * (n_pad - n) * D_);
-    backend_.qk(keys_, n_pad, st_);
+    backend_.qk(keys_, n_pad, st_, pf);
     if (row_limit != nullptr) {
       int64_t lo = n;
       for (int64_t r = 0; r < M_; ++r) lo = std::min(lo, std::max<int64_t>(row_limit[r], 0));
@@ -112,7 +136,8 @@ class RowsAttention {
         for (int64_t i = 0; i < kRowsDimV; ++i) o[i] *= a;
       }
     }
-    backend_.pv(st_, keys_, n_pad, o_);
+    backend_.pv(st_, keys_, n_pad, o_, pf);
+    pf.flush();
   }
 
   /// Writes row r's normalised output (512 floats at o_part + r * o_stride) and natural-log lse

@@ -138,7 +138,8 @@ class FmaAttnBackend {
   }
   void end() {}
 
-  void qk(const uint16_t* keys, int64_t n_pad, float* st) {
+  void qk(const uint16_t* keys, int64_t n_pad, float* st, LinePrefetcher& pf) {
+    pf.flush();
     widen_bf16(keys, n_pad * D_, kf_);
     const int64_t nv = Mp_ / kFmaLanes;
     for (int64_t n = 0; n < n_pad; n += 4) {
@@ -165,7 +166,7 @@ class FmaAttnBackend {
 #endif
   }
 
-  void pv(const float* p, const uint16_t*, int64_t n_pad, float* o) {
+  void pv(const float* p, const uint16_t*, int64_t n_pad, float* o, LinePrefetcher&) {
     constexpr int kV = 4;
     constexpr int64_t kStep = kV * kFmaLanes;
     for (int64_t m = 0; m < Mp_; m += 2) {

@@ -92,28 +92,44 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
     const int64_t stop = std::min(end, max_visible);
     const int64_t ps = p.kv.page_size;
     const bool model1 = p.kv.format == KvFormat::kModel1;
-    for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
-      const int64_t n = std::min(Backend::kBlockN, stop - j0);
-      uint16_t* keys = engine.keys();
+    // Record addresses of block i (cur) and i + 1 (next, prefetched while block i computes).
+    static thread_local std::vector<const uint8_t*> recs[2], scales[2];
+    auto collect = [&](int64_t j0, int64_t n, int which) {
+      recs[which].resize(n);
+      scales[which].resize(n);
       int64_t j = j0;
       while (j < j0 + n) {
         const int64_t page = p.page_of(b, j / ps);
         int64_t off = j % ps;
         const int64_t run = std::min(ps - off, j0 + n - j);
-        if (j + run < stop) {  // next page's first token: its address is not sequential
-          const int64_t next = j + run;
-          __builtin_prefetch(p.kv.token_record(p.page_of(b, next / ps), next % ps, g));
-        }
         for (int64_t t = 0; t < run; ++t, ++off, ++j) {
-          engine.backend().load_token(p.kv.format, D, p.kv.token_record(page, off, g),
-                                      model1 ? p.kv.model1_scales(page, off) : nullptr,
-                                      keys + (j - j0) * D);
+          recs[which][j - j0] = p.kv.token_record(page, off, g);
+          scales[which][j - j0] = model1 ? p.kv.model1_scales(page, off) : nullptr;
         }
       }
+    };
+    const int64_t record_bytes =
+        p.kv.format == KvFormat::kBF16 ? D * 2 : p.kv.geometry.record_bytes;
+    int cur = 0;
+    if (begin < stop) collect(begin, std::min(Backend::kBlockN, stop - begin), cur);
+    for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
+      const int64_t n = std::min(Backend::kBlockN, stop - j0);
+      const int64_t j1 = j0 + n;
+      LinePrefetcher pf;
+      if (j1 < stop) {
+        collect(j1, std::min(Backend::kBlockN, stop - j1), 1 - cur);
+        pf.records = recs[1 - cur].data();
+        pf.count = static_cast<int64_t>(recs[1 - cur].size());
+        pf.bytes = record_bytes;
+      }
+      uint16_t* keys = engine.keys();
+      for (int64_t t = 0; t < n; ++t)
+        engine.backend().load_token(p.kv.format, D, recs[cur][t], scales[cur][t], keys + t * D);
       if (mask_rows) {
         for (int64_t r = 0; r < M; ++r) limit[r] = visible[r] - j0;
       }
-      engine.step(n, mask_rows ? limit.data() : nullptr);
+      engine.step(n, mask_rows ? limit.data() : nullptr, &pf);
+      cur = 1 - cur;
     }
     engine.finish(part_out + item * M * kRowsDimV, kRowsDimV, part_lse + item * M, nullptr);
   });
