@@ -13,7 +13,9 @@ Status unsupported(const std::string& message) { return Status(StatusCode::kUnsu
 std::string shape_string(const TensorView& t) {
   std::ostringstream s;
   s << "[";
-  for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.shape[i];
+  const int shown = t.ndim < kMaxDims ? t.ndim : kMaxDims;  // never read past the shape array
+  for (int i = 0; i < shown; ++i) s << (i ? ", " : "") << t.shape[i];
+  if (t.ndim > kMaxDims) s << ", ...";
   s << "]";
   return s.str();
 }
@@ -21,6 +23,7 @@ std::string shape_string(const TensorView& t) {
 Status view_extent_bytes(const TensorView& t, const char* name, int64_t* bytes) {
   int64_t max_offset = 0;
   bool empty = false;
+  if (t.ndim > kMaxDims) return invalid_argument(std::string(name) + ": too many dimensions");
   for (int i = 0; i < t.ndim; ++i) {
     if (t.shape[i] == 0) empty = true;
     int64_t term;
@@ -30,7 +33,8 @@ Status view_extent_bytes(const TensorView& t, const char* name, int64_t* bytes) 
       return invalid_argument(std::string(name) + ": shape and strides overflow int64");
   }
   int64_t total;
-  if (__builtin_mul_overflow(max_offset + 1, static_cast<int64_t>(dtype_size(t.dtype)), &total))
+  if (__builtin_add_overflow(max_offset, int64_t{1}, &total) ||
+      __builtin_mul_overflow(total, static_cast<int64_t>(dtype_size(t.dtype)), &total))
     return invalid_argument(std::string(name) + ": byte size overflows int64");
   *bytes = empty ? 0 : total;
   return Status::Ok();
