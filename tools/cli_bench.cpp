@@ -1,0 +1,242 @@
+// `openmla bench`: median / min microseconds over repeated runs of one op on a generated case,
+// TFLOP/s and GB/s from FlashMLA's FLOP and byte formulas, and the machine's limits measured in
+// the same process (`bench peak`): frac_of_peak is tflops / peak_tflops for compute-bound shapes
+// and gbps / peak_gbps for memory-bound ones (arithmetic intensity below the ridge point).
+// Threads are pinned. Human table by default, one JSON object per line with --json.
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+#include <string>
+
+#include "cli_common.h"
+#include "core/thread_pool.h"
+#include "cpu/peak_probe.h"
+
+namespace openmla::cli {
+namespace {
+
+struct Limits {
+  double tflops = 0.0, gbps = 0.0;
+};
+
+Limits measure_limits(int threads) {
+  return {measure_matmul_peak_tflops(threads), measure_stream_bandwidth_gbps(threads)};
+}
+
+struct BenchLine {
+  std::ostringstream json;   // "key": value pairs specific to the op
+  std::string table_shape;   // for the human table
+  std::string kernel;
+  Timing timing;
+  double flops = 0.0, bytes = 0.0, ref_us = 0.0;
+};
+
+void print_line(const BenchLine& l, const char* op, const Limits& lim, int threads, bool json) {
+  const double tflops = l.flops / l.timing.median_s / 1e12;
+  const double gbps = l.bytes / l.timing.median_s / 1e9;
+  const bool memory_bound = lim.gbps > 0 && l.flops / l.bytes < lim.tflops * 1e3 / lim.gbps;
+  const double frac = memory_bound ? gbps / lim.gbps : tflops / lim.tflops;
+  const double us = l.timing.median_s * 1e6;
+  if (json) {
+    std::printf(
+        "{\"op\": \"%s\", \"kernel\": \"%s\", %s, \"threads\": %d, \"us\": %.2f, \"us_min\": "
+        "%.2f, \"tflops\": %.4f, \"gbps\": %.3f, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f, "
+        "\"bound\": \"%s\", \"frac_of_peak\": %.4f",
+        op, l.kernel.c_str(), l.json.str().c_str(), threads, us, l.timing.min_s * 1e6, tflops,
+        gbps, lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac);
+    if (l.ref_us > 0) std::printf(", \"ref_us\": %.1f, \"speedup_vs_ref\": %.2f", l.ref_us, l.ref_us / us);
+    std::printf("}\n");
+    return;
+  }
+  std::printf("%-15s %-22s %-46s %10.1f us (min %.1f)  %7.3f TFLOP/s  %7.2f GB/s  %5.1f%% of %s peak",
+              op, l.kernel.c_str(), l.table_shape.c_str(), us, l.timing.min_s * 1e6, tflops, gbps,
+              100.0 * frac, memory_bound ? "bandwidth" : "matmul");
+  if (l.ref_us > 0) std::printf("  %.1fx vs ref", l.ref_us / us);
+  std::printf("\n");
+}
+
+/// Plans once, then times run_* (what an engine does per layer). Returns the kernel name.
+template <typename Args, typename PlanFn, typename RunFn>
+Status time_op(Args args, const std::string& impl, int threads, int warmup, int iters,
+               PlanFn&& plan_fn, RunFn&& run_fn, std::string* kernel, Timing* timing) {
+  testing::Outputs o = testing::bind_outputs(&args, false);
+  Options options;
+  options.num_threads = threads;
+  options.kernel = impl.empty() ? nullptr : impl.c_str();
+  Plan plan;
+  Status s = plan_fn(args, options, &plan);
+  if (!s.ok()) return s;
+  *kernel = plan.kernel_name();
+  Status run_status;
+  *timing = time_runs(warmup, iters, [&] { run_status = run_fn(plan, args); });
+  return run_status;
+}
+
+int finish(const Status& s) {
+  if (s.ok()) return 0;
+  std::fprintf(stderr, "openmla bench: %s\n", s.to_string().c_str());
+  return 1;
+}
+
+struct Common {
+  int threads, warmup, iters;
+  bool json, vs_ref;
+  std::string impl;
+};
+
+template <typename Case, typename PlanFn, typename RunFn>
+Status bench_case(const Case& c, const Common& k, PlanFn&& plan_fn, RunFn&& run_fn,
+                  const std::string& ref_name, BenchLine* line) {
+  Status s = time_op(c.args(), k.impl, k.threads, k.warmup, k.iters, plan_fn, run_fn,
+                     &line->kernel, &line->timing);
+  if (!s.ok() || !k.vs_ref || line->kernel == ref_name) return s;
+  std::string ref_kernel;
+  Timing ref_timing;
+  s = time_op(c.args(), ref_name, k.threads, 0, 1, plan_fn, run_fn, &ref_kernel, &ref_timing);
+  line->ref_us = ref_timing.median_s * 1e6;
+  return s;
+}
+
+KvFormat parse_format(const std::string& name) {
+  return name == "v32" ? KvFormat::kV32 : name == "model1" ? KvFormat::kModel1 : KvFormat::kBF16;
+}
+
+int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
+  testing::SparseDecodeConfig c;
+  const std::string model = f.get("model", "v32");
+  c.format = parse_format(model);
+  c.head_dim = f.get_int("d-qk", 576);
+  c.batch = f.get_int("batch", 4);
+  c.seq_q = f.get_int("seq-q", 1);
+  c.heads_q = f.get_int("heads", c.format == KvFormat::kModel1 ? 64 : 128);
+  c.topk = f.get_int("topk", c.format == KvFormat::kModel1 ? 128 : 2048);
+  c.extra_topk = f.get_int("extra-topk", 0);
+  c.page_size = f.get_int("page-size", c.format == KvFormat::kModel1 ? 256 : 64);
+  c.extra_page_size = f.get_int("extra-page-size", 64);
+  c.cache_tokens = f.get_int("cache-tokens", c.format == KvFormat::kModel1 ? 16384 : 32768);
+  c.extra_cache_tokens = f.get_int("extra-cache-tokens", 16384);
+  c.sink = f.has("sink");
+  c.odd_invalid = false;
+  c.nan_poison = false;
+  const testing::SparseDecodeCase sc = testing::make_sparse_decode_case(c);
+  BenchLine line;
+  line.flops = testing::sparse_decode_flops(sc);
+  line.bytes = testing::sparse_decode_bytes(sc);
+  line.json << "\"model\": \"" << model << "\", \"batch\": " << c.batch << ", \"seq_q\": " << c.seq_q
+            << ", \"heads_q\": " << c.heads_q << ", \"topk\": " << c.topk
+            << ", \"extra_topk\": " << c.extra_topk << ", \"page_size\": " << c.page_size
+            << ", \"cache_tokens\": " << c.cache_tokens;
+  line.table_shape = model + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
+                     " h" + std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) +
+                     (c.extra_topk ? "+" + std::to_string(c.extra_topk) : "") + " page" +
+                     std::to_string(c.page_size);
+  const Status s = bench_case(
+      sc, k, [](auto& a, auto& o, Plan* p) { return plan_sparse_decode(a, o, p); },
+      [](const Plan& p, auto& a) { return run_sparse_decode(p, a); }, "sparse_decode.ref", &line);
+  if (s.ok()) print_line(line, "sparse_decode", lim, k.threads, k.json);
+  return finish(s);
+}
+
+int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
+  testing::DenseDecodeConfig c;
+  const std::string format = f.get("format", "bf16");
+  c.format = parse_format(format);
+  c.head_dim = f.get_int("d-qk", 576);
+  c.batch = f.get_int("batch", 4);
+  c.seq_q = f.get_int("seq-q", 1);
+  c.heads_q = f.get_int("heads", 128);
+  c.heads_kv = f.get_int("heads-kv", 1);
+  c.page_size = f.get_int("page-size", 64);
+  c.cache_tokens = f.get_int("cache-tokens", 4096);
+  c.varlen = false;
+  c.causal = f.has("causal");
+  const testing::DenseDecodeCase dc = testing::make_dense_decode_case(c);
+  BenchLine line;
+  line.flops = testing::dense_decode_flops(dc);
+  line.bytes = testing::dense_decode_bytes(dc);
+  line.json << "\"format\": \"" << format << "\", \"batch\": " << c.batch << ", \"seq_q\": "
+            << c.seq_q << ", \"heads_q\": " << c.heads_q << ", \"heads_kv\": " << c.heads_kv
+            << ", \"cache_tokens\": " << c.cache_tokens << ", \"page_size\": " << c.page_size
+            << ", \"topk\": 0";
+  line.table_shape = format + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
+                     " h" + std::to_string(c.heads_q) + "/" + std::to_string(c.heads_kv) + " n" +
+                     std::to_string(c.cache_tokens);
+  const Status s = bench_case(
+      dc, k, [](auto& a, auto& o, Plan* p) { return plan_dense_decode(a, o, p); },
+      [](const Plan& p, auto& a) { return run_dense_decode(p, a); }, "dense_decode.ref", &line);
+  if (s.ok()) print_line(line, "dense_decode", lim, k.threads, k.json);
+  return finish(s);
+}
+
+int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
+  testing::SparsePrefillConfig c;
+  c.seq_q = f.get_int("seq-q", 256);
+  c.seq_kv = f.get_int("seq-kv", 8192);
+  c.heads_q = f.get_int("heads", 128);
+  c.heads_kv = f.get_int("heads-kv", 1);
+  c.topk = f.get_int("topk", 2048);
+  c.head_dim = f.get_int("d-qk", 576);
+  c.sink = f.has("sink");
+  c.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  const testing::SparsePrefillCase pc = testing::make_sparse_prefill_case(c);
+  BenchLine line;
+  line.flops = testing::sparse_prefill_flops(pc);
+  line.bytes = testing::sparse_prefill_bytes(pc);
+  line.json << "\"format\": \"bf16\", \"batch\": 1, \"seq_q\": " << c.seq_q
+            << ", \"heads_q\": " << c.heads_q << ", \"heads_kv\": " << c.heads_kv
+            << ", \"seq_kv\": " << c.seq_kv << ", \"topk\": " << c.topk
+            << ", \"d_qk\": " << c.head_dim;
+  line.table_shape = "s" + std::to_string(c.seq_q) + " kv" + std::to_string(c.seq_kv) + " h" +
+                     std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) + " d" +
+                     std::to_string(c.head_dim);
+  const Status s = bench_case(
+      pc, k, [](auto& a, auto& o, Plan* p) { return plan_sparse_prefill(a, o, p); },
+      [](const Plan& p, auto& a) { return run_sparse_prefill(p, a); }, "sparse_prefill.ref",
+      &line);
+  if (s.ok()) print_line(line, "sparse_prefill", lim, k.threads, k.json);
+  return finish(s);
+}
+
+}  // namespace
+
+int cmd_bench(const Flags& f) {
+  if (f.positional().empty()) {
+    std::fprintf(stderr, "usage: openmla bench peak|sparse-decode|dense-decode|sparse-prefill [flags]\n");
+    return 2;
+  }
+  const std::string what = f.positional()[0];
+  Common k;
+  k.threads = resolve_num_threads(static_cast<int>(f.get_int("threads", 0)));
+  k.warmup = static_cast<int>(f.get_int("warmup", 2));
+  k.iters = static_cast<int>(f.get_int("iters", 10));
+  k.json = f.has("json");
+  k.vs_ref = f.has("vs-ref");
+  k.impl = f.get("impl", "");
+  pin_threads(true);
+  const Limits lim = measure_limits(k.threads);
+  int rc;
+  if (what == "peak") {
+    if (k.json) {
+      std::printf("{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f}\n",
+                  k.threads, lim.tflops, lim.gbps);
+    } else {
+      std::printf("matmul peak %.3f TFLOP/s, stream bandwidth %.2f GB/s (%d threads)\n", lim.tflops,
+                  lim.gbps, k.threads);
+    }
+    rc = 0;
+  } else if (what == "sparse-decode") {
+    rc = bench_sparse_decode(f, k, lim);
+  } else if (what == "dense-decode") {
+    rc = bench_dense_decode(f, k, lim);
+  } else if (what == "sparse-prefill") {
+    rc = bench_sparse_prefill(f, k, lim);
+  } else {
+    std::fprintf(stderr, "openmla bench: unknown benchmark '%s'\n", what.c_str());
+    return 2;
+  }
+  for (const std::string& flag : f.unknown())
+    std::fprintf(stderr, "openmla bench: warning: unknown flag %s ignored\n", flag.c_str());
+  return rc;
+}
+
+}  // namespace openmla::cli
