@@ -20,6 +20,7 @@ enum class StatusCode : int32_t {
   kUnsupported = 2,      ///< valid request this build or machine cannot serve (dtype, dim, ISA)
   kOutOfMemory = 3,
   kInternal = 4,
+  kWrongDtype = 5,       ///< a tensor has the wrong dtype (Python: TypeError); message names it
 };
 
 /// Result of every call. `message()` names the offending argument when `code() != kOk`.

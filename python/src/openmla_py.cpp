@@ -3,8 +3,8 @@
 // This file only converts: Python arrays (anything nanobind can import through DLPack or the
 // buffer protocol: PyTorch tensors, NumPy arrays, ...) become zero-copy TensorViews with their
 // strides, calls go to the library with the GIL released, and a failed Status becomes an
-// exception carrying the library's message (invalid argument -> ValueError, or TypeError when the
-// message is about a dtype; everything else -> RuntimeError). Shapes, strides, dtypes and values
+// exception carrying the library's message (invalid argument -> ValueError, wrong dtype ->
+// TypeError, everything else -> RuntimeError). Shapes, strides, dtypes and values
 // are validated by the library alone. The `openmla` package (python/openmla) builds the
 // FlashMLA-compatible API on top of these functions.
 //
@@ -40,10 +40,8 @@ using openmla::TensorView;
 void throw_if_error(const Status& status) {
   if (status.ok()) return;
   const std::string& message = status.message();
-  if (status.code() == StatusCode::kInvalidArgument) {
-    if (message.find("expected dtype") != std::string::npos) throw nb::type_error(message.c_str());
-    throw nb::value_error(message.c_str());
-  }
+  if (status.code() == StatusCode::kWrongDtype) throw nb::type_error(message.c_str());
+  if (status.code() == StatusCode::kInvalidArgument) throw nb::value_error(message.c_str());
   throw std::runtime_error(status.to_string());
 }
 

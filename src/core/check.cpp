@@ -53,7 +53,8 @@ Status check_tensor(const TensorView& t, const char* name, std::initializer_list
     expected += (expected.empty() ? "" : " or ") + std::string(dtype_name(d));
   }
   if (!dtype_ok)
-    return invalid_argument(n + ": expected dtype " + expected + ", got " + dtype_name(t.dtype));
+    return Status(StatusCode::kWrongDtype,
+                  n + ": expected dtype " + expected + ", got " + dtype_name(t.dtype));
   if (t.ndim != ndim || ndim > kMaxDims) {
     return invalid_argument(n + ": expected " + std::to_string(ndim) + " dimensions, got " +
                             std::to_string(t.ndim) + " " + shape_string(t));

@@ -20,6 +20,7 @@ const char* status_code_name(StatusCode code) {
     case StatusCode::kUnsupported: return "unsupported";
     case StatusCode::kOutOfMemory: return "out of memory";
     case StatusCode::kInternal: return "internal error";
+    case StatusCode::kWrongDtype: return "wrong dtype";
   }
   return "unknown status";
 }
@@ -77,7 +78,7 @@ const char* op_name(Op op) {
 
 int64_t TensorView::numel() const {
   int64_t n = 1;
-  for (int i = 0; i < ndim; ++i) n *= shape[i];
+  for (int i = 0; i < ndim && i < kMaxDims; ++i) n *= shape[i];
   return n;
 }
 

@@ -103,15 +103,15 @@ TEST(ApiErrorsSparseDecode, MissingRequiredTensorsAreNamed) {
 
 TEST(ApiErrorsSparseDecode, WrongDtypesAreNamed) {
   using B = SparseDecodeBase;
-  const StatusCode inv = StatusCode::kInvalidArgument;
-  check_sparse_decode_mutation("q fp16", "q:", inv, [](B& b) { b.args.q.dtype = DType::kF16; });
-  check_sparse_decode_mutation("kv f32", "kv_cache", inv, [](B& b) { b.args.kv_cache.dtype = DType::kF32; });
-  check_sparse_decode_mutation("indices i64", "indices", inv, [](B& b) { b.args.indices.dtype = DType::kI64; });
+  const StatusCode inv = StatusCode::kWrongDtype;
+  check_sparse_decode_mutation("q fp16", "q:", StatusCode::kWrongDtype, [](B& b) { b.args.q.dtype = DType::kF16; });
+  check_sparse_decode_mutation("kv f32", "kv_cache", StatusCode::kWrongDtype, [](B& b) { b.args.kv_cache.dtype = DType::kF32; });
+  check_sparse_decode_mutation("indices i64", "indices", StatusCode::kWrongDtype, [](B& b) { b.args.indices.dtype = DType::kI64; });
   check_sparse_decode_mutation("topk_length f32", "topk_length", inv,
                                [](B& b) { b.args.topk_length.dtype = DType::kF32; });
-  check_sparse_decode_mutation("sink bf16", "attn_sink", inv, [](B& b) { b.args.attn_sink.dtype = DType::kBF16; });
-  check_sparse_decode_mutation("out f32", "out:", inv, [](B& b) { b.args.out.dtype = DType::kF32; });
-  check_sparse_decode_mutation("lse bf16", "lse:", inv, [](B& b) { b.args.lse.dtype = DType::kBF16; });
+  check_sparse_decode_mutation("sink bf16", "attn_sink", StatusCode::kWrongDtype, [](B& b) { b.args.attn_sink.dtype = DType::kBF16; });
+  check_sparse_decode_mutation("out f32", "out:", StatusCode::kWrongDtype, [](B& b) { b.args.out.dtype = DType::kF32; });
+  check_sparse_decode_mutation("lse bf16", "lse:", StatusCode::kWrongDtype, [](B& b) { b.args.lse.dtype = DType::kBF16; });
 }
 
 TEST(ApiErrorsSparseDecode, WrongRankIsNamed) {
@@ -371,9 +371,9 @@ TEST(ApiErrorsDenseDecode, BadArgumentsAreNamed) {
   check_dense_decode_mutation("missing block_table", "block_table", inv, [](B& b) { b.args.block_table = {}; });
   check_dense_decode_mutation("missing cache_seqlens", "cache_seqlens", inv, [](B& b) { b.args.cache_seqlens = {}; });
   check_dense_decode_mutation("missing kv", "kv_cache", inv, [](B& b) { b.args.kv_cache = {}; });
-  check_dense_decode_mutation("block_table i64", "block_table", inv, [](B& b) { b.args.block_table.dtype = DType::kI64; });
-  check_dense_decode_mutation("seqlens f32", "cache_seqlens", inv, [](B& b) { b.args.cache_seqlens.dtype = DType::kF32; });
-  check_dense_decode_mutation("kv fp16", "kv_cache", inv, [](B& b) { b.args.kv_cache.dtype = DType::kF16; });
+  check_dense_decode_mutation("block_table i64", "block_table", StatusCode::kWrongDtype, [](B& b) { b.args.block_table.dtype = DType::kI64; });
+  check_dense_decode_mutation("seqlens f32", "cache_seqlens", StatusCode::kWrongDtype, [](B& b) { b.args.cache_seqlens.dtype = DType::kF32; });
+  check_dense_decode_mutation("kv fp16", "kv_cache", StatusCode::kWrongDtype, [](B& b) { b.args.kv_cache.dtype = DType::kF16; });
   check_dense_decode_mutation("block_table batch", "block_table", inv, [](B& b) { b.args.block_table.shape[0] = 1; });
   check_dense_decode_mutation("seqlens batch", "cache_seqlens", inv, [](B& b) { b.args.cache_seqlens.shape[0] = 3; });
   check_dense_decode_mutation("kv head_dim", "kv_cache", inv, [](B& b) { b.args.kv_cache.shape[3] = 512; });
@@ -482,7 +482,7 @@ TEST(ApiErrorsSparsePrefill, BadArgumentsAreNamed) {
   check_sparse_prefill_mutation("missing kv", "kv:", inv, [](B& b) { b.args.kv = {}; });
   check_sparse_prefill_mutation("missing indices", "indices", inv, [](B& b) { b.args.indices = {}; });
   check_sparse_prefill_mutation("missing max_logits", "max_logits", inv, [](B& b) { b.args.max_logits = {}; });
-  check_sparse_prefill_mutation("kv fp16", "kv:", inv, [](B& b) { b.args.kv.dtype = DType::kF16; });
+  check_sparse_prefill_mutation("kv fp16", "kv:", StatusCode::kWrongDtype, [](B& b) { b.args.kv.dtype = DType::kF16; });
   check_sparse_prefill_mutation("kv head_dim", "kv:", inv, [](B& b) { b.args.kv.shape[2] = 576; });
   check_sparse_prefill_mutation("kv 2-d", "kv:", inv, [](B& b) { b.args.kv.ndim = 2; });
   check_sparse_prefill_mutation("heads_kv 3", "heads_kv", inv, [](B& b) {
@@ -554,14 +554,14 @@ TEST(ApiErrorsKvCache, QuantiseAndDequantiseNameTheBadArgument) {
   EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src"));
   bad = src;
   bad.dtype = DType::kF32;
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src"));
+  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src", StatusCode::kWrongDtype));
   TensorView bad_dst = dst;
   bad_dst.stride[1] = 700;
   EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kV32, bad_dst), "dst"));
   bad_dst = dst;
   bad_dst.data = nullptr;
   EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kV32, bad_dst), "dst"));
-  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, bad), "dst"));
+  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, bad), "dst", StatusCode::kWrongDtype));
   EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kBF16, src), "format"));
   TensorView cuda = src;
   cuda.device = Device::kCuda;
@@ -581,13 +581,13 @@ TEST(ApiErrorsKvCache, WriteTokensNamesTheBadArgument) {
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents"));
   bad = l;
   bad.dtype = DType::kF16;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents"));
+  EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents", StatusCode::kWrongDtype));
   TensorView bs = s;
   bs.shape[0] = 1;
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping"));
   bs = s;
   bs.dtype = DType::kF32;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping"));
+  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping", StatusCode::kWrongDtype));
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, s, KvFormat::kModel1, c), "cache"));
   std::vector<uint16_t> two_heads(2 * 2 * 2 * 576, 0);
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, s, KvFormat::kBF16,
@@ -611,7 +611,7 @@ TEST(ApiErrorsKvCache, AbsIndicesConversionNamesTheBadArgument) {
   EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a, t, 2, o2), "out"));
   TensorView a2 = a;
   a2.dtype = DType::kI64;
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a2, t, 2, o), "abs_indices"));
+  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a2, t, 2, o), "abs_indices", StatusCode::kWrongDtype));
 }
 
 }  // namespace
