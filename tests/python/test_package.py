@@ -36,7 +36,7 @@ def test_flashmla_names_and_metadata():
 
 
 def readme_example():
-    for path in (os.path.join(ROOT, "README.md"), os.path.join(ROOT, "python", "README-python.md")):
+    for path in (os.path.join(ROOT, "README.md"),):
         if not os.path.exists(path):
             continue
         for block in re.findall(r"```python\n(.*?)```", open(path).read(), re.S):
