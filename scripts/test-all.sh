@@ -3,7 +3,8 @@
 #   1. Release build: GoogleTest suite under CTest, then `openmla verify` (all kernels vs the
 #      reference) with every OPENMLA_MAX_ISA cap this machine allows;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build of the GoogleTest suite;
-#   3. the Python package in a fresh virtual environment with its pytest suite.
+#   3. the Python package in a fresh virtual environment with its pytest suite, PyTorch included
+#      (OPENMLA_TEST_TORCH=0 skips the ~1.5 min torch download; the torch tests then skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -31,7 +32,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 
 if [ -f scripts/test-python.sh ]; then
   echo "== python package"
-  bash scripts/test-python.sh
+  OPENMLA_TEST_TORCH="${OPENMLA_TEST_TORCH:-1}" bash scripts/test-python.sh
 fi
 
 echo "== C++ tests (release)"
