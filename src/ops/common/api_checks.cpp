@@ -25,6 +25,19 @@ Status check_head_dims(int64_t head_dim, int64_t head_dim_v) {
   return Status::Ok();
 }
 
+Status check_decode_outputs(const TensorView& out, const TensorView& lse, int64_t batch,
+                            int64_t seq_q, int64_t heads_q, int64_t head_dim_v) {
+  OPENMLA_RETURN_IF_ERROR(check_tensor(out, "out", {DType::kBF16}, 4, true));
+  const int64_t out_shape[4] = {batch, seq_q, heads_q, head_dim_v};
+  const char* out_names[4] = {"batch", "seq_q", "heads_q", "head_dim_v"};
+  for (int d = 0; d < 4; ++d)
+    OPENMLA_RETURN_IF_ERROR(check_dim(out, "out", d, out_shape[d], out_names[d]));
+  OPENMLA_RETURN_IF_ERROR(check_tensor(lse, "lse", {DType::kF32}, 3, false));
+  OPENMLA_RETURN_IF_ERROR(check_dim(lse, "lse", 0, batch, "batch"));
+  OPENMLA_RETURN_IF_ERROR(check_dim(lse, "lse", 1, heads_q, "heads_q"));
+  return check_dim(lse, "lse", 2, seq_q, "seq_q");
+}
+
 Status check_sink(const TensorView& sink, int64_t heads_q) {
   if (!sink.present()) return Status::Ok();
   OPENMLA_RETURN_IF_ERROR(check_tensor(sink, "attn_sink", {DType::kF32}, 1, false));

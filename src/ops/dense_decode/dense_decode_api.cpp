@@ -2,6 +2,7 @@
 #include <string>
 
 #include "ops/common/api_checks.h"
+#include "ops/common/op_entry.h"
 #include "ops/dense_decode/dense_decode.h"
 
 namespace openmla {
@@ -34,18 +35,6 @@ Status check_block_table(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   return Status::Ok();
 }
 
-Status check_outputs(const DenseDecodeArgs& a, const DenseDecodeParams& p) {
-  OPENMLA_RETURN_IF_ERROR(check_tensor(a.out, "out", {DType::kBF16}, 4, true));
-  const int64_t out_shape[4] = {p.batch, p.seq_q, p.heads_q, p.head_dim_v};
-  const char* out_names[4] = {"batch", "seq_q", "heads_q", "head_dim_v"};
-  for (int d = 0; d < 4; ++d)
-    OPENMLA_RETURN_IF_ERROR(check_dim(a.out, "out", d, out_shape[d], out_names[d]));
-  OPENMLA_RETURN_IF_ERROR(check_tensor(a.lse, "lse", {DType::kF32}, 3, false));
-  OPENMLA_RETURN_IF_ERROR(check_dim(a.lse, "lse", 0, p.batch, "batch"));
-  OPENMLA_RETURN_IF_ERROR(check_dim(a.lse, "lse", 1, p.heads_q, "heads_q"));
-  return check_dim(a.lse, "lse", 2, p.seq_q, "seq_q");
-}
-
 Status validate(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   OPENMLA_RETURN_IF_ERROR(check_tensor(a.q, "q", {DType::kBF16}, 4, true));
   p->batch = a.q.shape[0];
@@ -66,7 +55,8 @@ Status validate(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   OPENMLA_RETURN_IF_ERROR(check_block_table(a, p));
   p->causal = a.causal;
   OPENMLA_RETURN_IF_ERROR(resolve_softmax_scale(a.softmax_scale, p->head_dim, &p->softmax_scale));
-  OPENMLA_RETURN_IF_ERROR(check_outputs(a, *p));
+  OPENMLA_RETURN_IF_ERROR(
+      check_decode_outputs(a.out, a.lse, p->batch, p->seq_q, p->heads_q, p->head_dim_v));
   p->out = static_cast<uint16_t*>(a.out.data);
   for (int d = 0; d < 3; ++d) p->out_stride[d] = a.out.stride[d];
   p->lse = static_cast<float*>(a.lse.data);
@@ -82,23 +72,15 @@ std::vector<int64_t> signature(const DenseDecodeParams& p) {
 }  // namespace
 
 Status plan_dense_decode(const DenseDecodeArgs& args, const Options& options, Plan* plan) {
-  DenseDecodeParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  return make_plan(Op::kDenseDecode, &p, signature(p), options, plan);
+  return plan_op<DenseDecodeParams>(Op::kDenseDecode, validate, signature, args, options, plan);
 }
 
 Status run_dense_decode(const Plan& plan, const DenseDecodeArgs& args) {
-  DenseDecodeParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  return run_plan(plan, Op::kDenseDecode, &p, signature(p));
+  return run_op<DenseDecodeParams>(Op::kDenseDecode, validate, signature, plan, args);
 }
 
 Status dense_decode(const DenseDecodeArgs& args, const Options& options) {
-  DenseDecodeParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  Plan plan;
-  OPENMLA_RETURN_IF_ERROR(make_plan(Op::kDenseDecode, &p, signature(p), options, &plan));
-  return run_plan(plan, Op::kDenseDecode, &p, signature(p));
+  return plan_and_run_op<DenseDecodeParams>(Op::kDenseDecode, validate, signature, args, options);
 }
 
 }  // namespace openmla

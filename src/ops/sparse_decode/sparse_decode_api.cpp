@@ -2,6 +2,7 @@
 #include <string>
 
 #include "ops/common/api_checks.h"
+#include "ops/common/op_entry.h"
 #include "ops/sparse_decode/sparse_decode.h"
 
 namespace openmla {
@@ -31,18 +32,6 @@ Status check_extra_args(const SparseDecodeArgs& a) {
   if (!a.extra_kv_cache.present() && (a.extra_indices.present() || a.extra_topk_length.present()))
     return invalid_argument("extra_indices / extra_topk_length given without extra_kv_cache");
   return Status::Ok();
-}
-
-Status check_outputs(const SparseDecodeArgs& a, const SparseDecodeParams& p) {
-  OPENMLA_RETURN_IF_ERROR(check_tensor(a.out, "out", {DType::kBF16}, 4, true));
-  const int64_t out_shape[4] = {p.batch, p.seq_q, p.heads_q, p.head_dim_v};
-  const char* out_names[4] = {"batch", "seq_q", "heads_q", "head_dim_v"};
-  for (int d = 0; d < 4; ++d)
-    OPENMLA_RETURN_IF_ERROR(check_dim(a.out, "out", d, out_shape[d], out_names[d]));
-  OPENMLA_RETURN_IF_ERROR(check_tensor(a.lse, "lse", {DType::kF32}, 3, false));
-  OPENMLA_RETURN_IF_ERROR(check_dim(a.lse, "lse", 0, p.batch, "batch"));
-  OPENMLA_RETURN_IF_ERROR(check_dim(a.lse, "lse", 1, p.heads_q, "heads_q"));
-  return check_dim(a.lse, "lse", 2, p.seq_q, "seq_q");
 }
 
 Status validate(const SparseDecodeArgs& a, SparseDecodeParams* p) {
@@ -78,7 +67,8 @@ Status validate(const SparseDecodeArgs& a, SparseDecodeParams* p) {
     p->sink_stride = a.attn_sink.stride[0];
   }
   OPENMLA_RETURN_IF_ERROR(resolve_softmax_scale(a.softmax_scale, p->head_dim, &p->softmax_scale));
-  OPENMLA_RETURN_IF_ERROR(check_outputs(a, *p));
+  OPENMLA_RETURN_IF_ERROR(
+      check_decode_outputs(a.out, a.lse, p->batch, p->seq_q, p->heads_q, p->head_dim_v));
   p->out = static_cast<uint16_t*>(a.out.data);
   for (int d = 0; d < 3; ++d) p->out_stride[d] = a.out.stride[d];
   p->lse = static_cast<float*>(a.lse.data);
@@ -105,23 +95,15 @@ std::vector<int64_t> signature(const SparseDecodeParams& p) {
 }  // namespace
 
 Status plan_sparse_decode(const SparseDecodeArgs& args, const Options& options, Plan* plan) {
-  SparseDecodeParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  return make_plan(Op::kSparseDecode, &p, signature(p), options, plan);
+  return plan_op<SparseDecodeParams>(Op::kSparseDecode, validate, signature, args, options, plan);
 }
 
 Status run_sparse_decode(const Plan& plan, const SparseDecodeArgs& args) {
-  SparseDecodeParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  return run_plan(plan, Op::kSparseDecode, &p, signature(p));
+  return run_op<SparseDecodeParams>(Op::kSparseDecode, validate, signature, plan, args);
 }
 
 Status sparse_decode(const SparseDecodeArgs& args, const Options& options) {
-  SparseDecodeParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  Plan plan;
-  OPENMLA_RETURN_IF_ERROR(make_plan(Op::kSparseDecode, &p, signature(p), options, &plan));
-  return run_plan(plan, Op::kSparseDecode, &p, signature(p));
+  return plan_and_run_op<SparseDecodeParams>(Op::kSparseDecode, validate, signature, args, options);
 }
 
 }  // namespace openmla

@@ -2,6 +2,7 @@
 #include <string>
 
 #include "ops/common/api_checks.h"
+#include "ops/common/op_entry.h"
 #include "ops/sparse_prefill/sparse_prefill.h"
 
 namespace openmla {
@@ -85,23 +86,15 @@ std::vector<int64_t> signature(const SparsePrefillParams& p) {
 }  // namespace
 
 Status plan_sparse_prefill(const SparsePrefillArgs& args, const Options& options, Plan* plan) {
-  SparsePrefillParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  return make_plan(Op::kSparsePrefill, &p, signature(p), options, plan);
+  return plan_op<SparsePrefillParams>(Op::kSparsePrefill, validate, signature, args, options, plan);
 }
 
 Status run_sparse_prefill(const Plan& plan, const SparsePrefillArgs& args) {
-  SparsePrefillParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  return run_plan(plan, Op::kSparsePrefill, &p, signature(p));
+  return run_op<SparsePrefillParams>(Op::kSparsePrefill, validate, signature, plan, args);
 }
 
 Status sparse_prefill(const SparsePrefillArgs& args, const Options& options) {
-  SparsePrefillParams p;
-  OPENMLA_RETURN_IF_ERROR(validate(args, &p));
-  Plan plan;
-  OPENMLA_RETURN_IF_ERROR(make_plan(Op::kSparsePrefill, &p, signature(p), options, &plan));
-  return run_plan(plan, Op::kSparsePrefill, &p, signature(p));
+  return plan_and_run_op<SparsePrefillParams>(Op::kSparsePrefill, validate, signature, args, options);
 }
 
 }  // namespace openmla
