@@ -61,23 +61,6 @@ void print_line(const BenchLine& l, const char* op, const Limits& lim, int threa
   std::printf("\n");
 }
 
-/// Plans once, then times run_* (what an engine does per layer). Returns the kernel name.
-template <typename Args, typename PlanFn, typename RunFn>
-Status time_op(Args args, const std::string& impl, int threads, int warmup, int iters,
-               PlanFn&& plan_fn, RunFn&& run_fn, std::string* kernel, Timing* timing) {
-  testing::Outputs o = testing::bind_outputs(&args, false);
-  Options options;
-  options.num_threads = threads;
-  options.kernel = impl.empty() ? nullptr : impl.c_str();
-  Plan plan;
-  Status s = plan_fn(args, options, &plan);
-  if (!s.ok()) return s;
-  *kernel = plan.kernel_name();
-  Status run_status;
-  *timing = time_runs(warmup, iters, [&] { run_status = run_fn(plan, args); });
-  return run_status;
-}
-
 int finish(const Status& s) {
   if (s.ok()) return 0;
   std::fprintf(stderr, "openmla bench: %s\n", s.to_string().c_str());
@@ -90,15 +73,13 @@ struct Common {
   std::string impl;
 };
 
-template <typename Case, typename PlanFn, typename RunFn>
-Status bench_case(const Case& c, const Common& k, PlanFn&& plan_fn, RunFn&& run_fn,
-                  const std::string& ref_name, BenchLine* line) {
-  Status s = time_op(c.args(), k.impl, k.threads, k.warmup, k.iters, plan_fn, run_fn,
-                     &line->kernel, &line->timing);
+template <typename Case>
+Status bench_case(const Case& c, const Common& k, const std::string& ref_name, BenchLine* line) {
+  Status s = time_case(c, k.impl, k.threads, k.warmup, k.iters, &line->kernel, &line->timing);
   if (!s.ok() || !k.vs_ref || line->kernel == ref_name) return s;
   std::string ref_kernel;
   Timing ref_timing;
-  s = time_op(c.args(), ref_name, k.threads, 0, 1, plan_fn, run_fn, &ref_kernel, &ref_timing);
+  s = time_case(c, ref_name, k.threads, 0, 1, &ref_kernel, &ref_timing);
   line->ref_us = ref_timing.median_s * 1e6;
   return s;
 }
@@ -136,9 +117,7 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
                      " h" + std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) +
                      (c.extra_topk ? "+" + std::to_string(c.extra_topk) : "") + " page" +
                      std::to_string(c.page_size);
-  const Status s = bench_case(
-      sc, k, [](auto& a, auto& o, Plan* p) { return plan_sparse_decode(a, o, p); },
-      [](const Plan& p, auto& a) { return run_sparse_decode(p, a); }, "sparse_decode.ref", &line);
+  const Status s = bench_case(sc, k, "sparse_decode.ref", &line);
   if (s.ok()) print_line(line, "sparse_decode", lim, k.threads, k.json);
   return finish(s);
 }
@@ -167,9 +146,7 @@ int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   line.table_shape = format + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
                      " h" + std::to_string(c.heads_q) + "/" + std::to_string(c.heads_kv) + " n" +
                      std::to_string(c.cache_tokens);
-  const Status s = bench_case(
-      dc, k, [](auto& a, auto& o, Plan* p) { return plan_dense_decode(a, o, p); },
-      [](const Plan& p, auto& a) { return run_dense_decode(p, a); }, "dense_decode.ref", &line);
+  const Status s = bench_case(dc, k, "dense_decode.ref", &line);
   if (s.ok()) print_line(line, "dense_decode", lim, k.threads, k.json);
   return finish(s);
 }
@@ -195,10 +172,7 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
   line.table_shape = "s" + std::to_string(c.seq_q) + " kv" + std::to_string(c.seq_kv) + " h" +
                      std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) + " d" +
                      std::to_string(c.head_dim);
-  const Status s = bench_case(
-      pc, k, [](auto& a, auto& o, Plan* p) { return plan_sparse_prefill(a, o, p); },
-      [](const Plan& p, auto& a) { return run_sparse_prefill(p, a); }, "sparse_prefill.ref",
-      &line);
+  const Status s = bench_case(pc, k, "sparse_prefill.ref", &line);
   if (s.ok()) print_line(line, "sparse_prefill", lim, k.threads, k.json);
   return finish(s);
 }

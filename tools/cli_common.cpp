@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdlib>
 
+#include "core/check.h"
 #include "dispatch/registry.h"
 
 namespace openmla::cli {
@@ -96,6 +97,46 @@ RunResult run_case(const testing::SparsePrefillCase& c, const std::string& kerne
                     Status s = plan_sparse_prefill(a, o, p);
                     return s.ok() ? run_sparse_prefill(*p, a) : s;
                   });
+}
+
+namespace {
+
+template <typename Args, typename PlanFn, typename RunFn>
+Status time_args(Args args, const std::string& kernel, int threads, int warmup, int iters,
+                 PlanFn&& plan_fn, RunFn&& run_fn, std::string* kernel_out, Timing* timing) {
+  testing::Outputs o = testing::bind_outputs(&args, false);
+  Options options;
+  options.num_threads = threads;
+  options.kernel = kernel.empty() ? nullptr : kernel.c_str();
+  Plan plan;
+  OPENMLA_RETURN_IF_ERROR(plan_fn(args, options, &plan));
+  *kernel_out = plan.kernel_name();
+  Status status;
+  *timing = time_runs(warmup, iters, [&] {
+    const Status s = run_fn(plan, args);
+    if (!s.ok()) status = s;
+  });
+  return status;
+}
+
+}  // namespace
+
+Status time_case(const testing::SparseDecodeCase& c, const std::string& kernel, int threads,
+                 int warmup, int iters, std::string* kernel_out, Timing* timing) {
+  return time_args(c.args(), kernel, threads, warmup, iters, plan_sparse_decode,
+                   run_sparse_decode, kernel_out, timing);
+}
+
+Status time_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads,
+                 int warmup, int iters, std::string* kernel_out, Timing* timing) {
+  return time_args(c.args(), kernel, threads, warmup, iters, plan_dense_decode, run_dense_decode,
+                   kernel_out, timing);
+}
+
+Status time_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads,
+                 int warmup, int iters, std::string* kernel_out, Timing* timing) {
+  return time_args(c.args(), kernel, threads, warmup, iters, plan_sparse_prefill,
+                   run_sparse_prefill, kernel_out, timing);
 }
 
 namespace {

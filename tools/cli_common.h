@@ -40,6 +40,20 @@ RunResult run_case(const testing::SparseDecodeCase& c, const std::string& kernel
 RunResult run_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads);
 RunResult run_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads);
 
+/// Median and minimum seconds of one op over repeated runs.
+struct Timing {
+  double median_s = 0.0, min_s = 0.0;
+};
+
+/// Plans once (kernel "" = the registry's choice), then times `iters` run_* calls after `warmup`
+/// calls, as an engine reuses one plan across layers. `kernel_out` gets the chosen kernel.
+Status time_case(const testing::SparseDecodeCase& c, const std::string& kernel, int threads,
+                 int warmup, int iters, std::string* kernel_out, Timing* timing);
+Status time_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads,
+                 int warmup, int iters, std::string* kernel_out, Timing* timing);
+Status time_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads,
+                 int warmup, int iters, std::string* kernel_out, Timing* timing);
+
 /// Compares every output with the spec §7.2 tolerances of the op; message empty when ok.
 struct CheckResult {
   bool ok = true;
@@ -53,9 +67,6 @@ CheckResult check_prefill(const RunResult& answer, const RunResult& reference);
 std::vector<std::string> runnable_kernels(Op op);
 
 /// Median and minimum seconds over `iters` calls of fn after `warmup` calls.
-struct Timing {
-  double median_s = 0.0, min_s = 0.0;
-};
 template <typename Fn>
 Timing time_runs(int warmup, int iters, Fn&& fn);
 
