@@ -5,11 +5,12 @@
 // padded to hp = multiple of 16; any heads_q >= 1 works).
 // Layouts (bf16 unless noted): K rows [n_pad][d_qk] (AMX A operand, rows = tokens);
 // Q^T in VNNI pairs [d_qk/2][hp][2] (B operand, packed once per task); V = K[:, 0:512] in VNNI
-// pairs [n_pad/2][512][2] (B operand); scores S^T fp32 [n_pad][hp]; P bf16 [hp][n_pad]
-// (A operand, transposed from S^T 16x16 at a time); O fp32 [hp][512] in memory.
+// pairs [n_pad/2][512][2] (B operand, rows padded by 64 B); scores S^T fp32 [n_pad][hp];
+// P bf16 [hp][n_pad] (A operand, transposed from S^T 16x16 at a time); O fp32 [hp][512] in memory
+// (rows padded by 64 B: 2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens.
 // Tiling: all tiles 16x64 B; QK computes S^T = K . Q^T with 2x2 blocking (32 tokens x 32 heads,
 // 4 C tiles, d_qk/32 k-steps); PV computes O += P . V with 2x2 blocking (32 heads x 32 columns),
-// C tiles loaded from / stored to O once per block. Softmax: lazy online update in base 2 on
+// C tiles zeroed (first block) or loaded from O, stored once per block. Softmax: lazy online update in base 2 on
 // S^T (cpu/softmax_avx512.h), L summed from unrounded P, P rounded to bf16 for PV (FlashMLA).
 // Invariants: invalid slots are never read; pad tokens have zero K/V and P = 0; piece
 // boundaries depend only on the request's shape (thread-count / batch invariant results).
@@ -58,7 +59,12 @@ struct PhaseDump {
 namespace openmla {
 namespace {
 
-constexpr int64_t kBlockRows = 128;  // multiple of 32
+constexpr int64_t kBlockRows = 256;  // multiple of 32
+// Row strides of the V VNNI buffer (words) and of the O accumulator (floats), padded by one cache
+// line so the 16 rows of a tile do not alias onto the same L1 sets (2 KiB strides do).
+constexpr int64_t kLdV = 2 * kDimV + 32;
+constexpr int64_t kLdO = kDimV + 16;
+constexpr int64_t kPrefetchAhead = 6;  // tokens the gather prefetches ahead (deeper was slower)
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct Workspace {
@@ -142,23 +148,35 @@ void qk_amx(const uint16_t* kb, int64_t d_qk, const uint16_t* qv, int64_t hp, in
   }
 }
 
-// O [hp][512] += P [hp][n_pad] . V (VNNI [n_pad/2][512][2]).
-void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, float* acc) {
+// C tiles t0, t0+1 <- 16x32 floats at o (row stride ldo bytes), or zero when `init`.
+inline void load_acc_pair(bool init, const float* o, int64_t ldo, int t0) {
+  if (init) {
+    if (t0 == 0) { _tile_zero(0); _tile_zero(1); } else { _tile_zero(2); _tile_zero(3); }
+  } else if (t0 == 0) {
+    _tile_loadd(0, o, ldo);
+    _tile_loadd(1, o + 16, ldo);
+  } else {
+    _tile_loadd(2, o, ldo);
+    _tile_loadd(3, o + 16, ldo);
+  }
+}
+
+// O [hp][512] (+)= P [hp][n_pad] . V (VNNI [n_pad/2][512][2]); `init`: O = P . V.
+void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, float* acc,
+            bool init) {
   const int64_t ht = hp / 16, ksteps = n_pad / 32;
-  const int64_t ldp = n_pad * 2, ldv = kDimV * 4, ldo = kDimV * 4;
+  const int64_t ldp = n_pad * 2, ldv = kLdV * 2, ldo = kLdO * 4;
   for (int64_t v = 0; v < kDimV / 16; v += 2) {
     int64_t i = 0;
     for (; i + 2 <= ht; i += 2) {
-      float* o0 = acc + i * 16 * kDimV + v * 16;
-      float* o1 = o0 + 16 * kDimV;
-      _tile_loadd(0, o0, ldo);
-      _tile_loadd(1, o0 + 16, ldo);
-      _tile_loadd(2, o1, ldo);
-      _tile_loadd(3, o1 + 16, ldo);
+      float* o0 = acc + i * 16 * kLdO + v * 16;
+      float* o1 = o0 + 16 * kLdO;
+      load_acc_pair(init, o0, ldo, 0);
+      load_acc_pair(init, o1, ldo, 2);
       const uint16_t* p0 = pb + i * 16 * n_pad;
       const uint16_t* p1 = p0 + 16 * n_pad;
       for (int64_t k = 0; k < ksteps; ++k) {
-        const uint16_t* vk = vv + k * 16 * kDimV * 2 + v * 32;
+        const uint16_t* vk = vv + k * 16 * kLdV + v * 32;
         _tile_loadd(4, p0 + k * 32, ldp);
         _tile_loadd(6, vk, ldv);
         _tile_loadd(7, vk + 32, ldv);
@@ -174,12 +192,11 @@ void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, f
       _tile_stored(3, o1 + 16, ldo);
     }
     if (i < ht) {
-      float* o0 = acc + i * 16 * kDimV + v * 16;
-      _tile_loadd(0, o0, ldo);
-      _tile_loadd(1, o0 + 16, ldo);
+      float* o0 = acc + i * 16 * kLdO + v * 16;
+      load_acc_pair(init, o0, ldo, 0);
       const uint16_t* p0 = pb + i * 16 * n_pad;
       for (int64_t k = 0; k < ksteps; ++k) {
-        const uint16_t* vk = vv + k * 16 * kDimV * 2 + v * 32;
+        const uint16_t* vk = vv + k * 16 * kLdV + v * 32;
         _tile_loadd(4, p0 + k * 32, ldp);
         _tile_loadd(6, vk, ldv);
         _tile_loadd(7, vk + 32, ldv);
@@ -206,10 +223,41 @@ void transpose_p(const float* st, int64_t hp, int64_t n_pad, uint16_t* pb) {
   }
 }
 
-inline void prefetch_token(const TokenRef& t) {
-  const char* p = reinterpret_cast<const char*>(t.rec);
-  for (int off = 0; off < 704; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+// Prefetches every cache line of a token record (`span` bytes) and its MODEL1 scale record.
+inline void prefetch_token(const TokenRef& t, int64_t span) {
+  const uintptr_t rec = reinterpret_cast<uintptr_t>(t.rec);
+  for (uintptr_t line = rec & ~uintptr_t{63}; line < rec + span; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T0);
   if (t.scales) _mm_prefetch(reinterpret_cast<const char*>(t.scales), _MM_HINT_T0);
+}
+
+// Bytes of one token record.
+inline int64_t record_span(KvFormat format, int64_t d_qk) {
+  return format == KvFormat::kV32 ? 656 : format == KvFormat::kModel1 ? 576 : 2 * d_qk;
+}
+
+// Gathers + dequantises n tokens into K rows kb [n_pad][d_qk] (pad rows zero) and their first
+// 512 columns into the V VNNI buffer vv [n_pad/2][512][2].
+inline void prefetch_head(const TokenRef* refs, int64_t n, int64_t span) {
+  for (int64_t t = 0; t < kPrefetchAhead && t < n; ++t) prefetch_token(refs[t], span);
+}
+
+// The first kPrefetchAhead tokens are expected to be prefetched already (prefetch_head).
+void dequant_block(const E4M3Lut& lut, KvFormat format, int64_t d_qk, int64_t span,
+                   const TokenRef* refs, int64_t n, int64_t n_pad, uint16_t* kb, uint16_t* vv) {
+  for (int64_t t = 0; t < n_pad; t += 2) {
+    uint16_t* r0 = kb + t * d_qk;
+    for (int64_t u = t; u < t + 2; ++u) {
+      uint16_t* row = kb + u * d_qk;
+      if (u < n) {
+        if (u + kPrefetchAhead < n) prefetch_token(refs[u + kPrefetchAhead], span);
+        dequant_token_avx512(lut, format, d_qk, refs[u].rec, refs[u].scales, row);
+      } else {
+        std::memset(row, 0, sizeof(uint16_t) * d_qk);
+      }
+    }
+    interleave_rows(r0, r0 + d_qk, vv + t / 2 * kLdV);
+  }
 }
 
 void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin, int64_t end,
@@ -219,64 +267,58 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   const int64_t hp = (heads + 15) / 16 * 16;
   uint16_t* qv = ws.qv.get(d_qk * hp);
   uint16_t* kb = ws.kb.get(kBlockRows * d_qk);
-  uint16_t* vv = ws.vv.get(kBlockRows * kDimV);
+  uint16_t* vv = ws.vv.get(kBlockRows / 2 * kLdV);
   uint16_t* pb = ws.pb.get(hp * kBlockRows);
   float* st = ws.st.get(kBlockRows * hp);
-  float* acc = ws.acc.get(hp * kDimV);
+  float* acc = ws.acc.get(hp * kLdO);
   float* m = ws.m.get(hp);
   float* l = ws.l.get(hp);
   float* alpha = ws.alpha.get(hp);
-  TokenRef* refs = ws.refs.get(kBlockRows);
+  TokenRef* refs = ws.refs.get(2 * kBlockRows);
   SD_PHASE_START;
   pack_q(p.q + b * p.q_stride[0] + s * p.q_stride[1], p.q_stride[2], heads, hp, d_qk, qv);
-  std::memset(acc, 0, sizeof(float) * hp * kDimV);
   for (int64_t h = 0; h < hp; ++h) {
     m[h] = -std::numeric_limits<float>::infinity();
     l[h] = 0.0f;
   }
   const E4M3Lut lut = load_e4m3_lut();
   const KvFormat format = p.kv.format;
+  const int64_t span = record_span(format, d_qk);
   const float c = p.softmax_scale * kLog2e;
   AmxTileScope tiles;
   SlotCursor cursor(p, b, s, begin, end);
+  int64_t cur = 0, n = cursor.next(refs, kBlockRows);
+  bool first = true;
+  prefetch_head(refs, n, span);
   SD_PHASE(6);
-  for (;;) {
-    const int64_t n = cursor.next(refs, kBlockRows);
-    if (n == 0) break;
+  while (n > 0) {
+    const TokenRef* blk = refs + cur * kBlockRows;
+    TokenRef* nxt = refs + (1 - cur) * kBlockRows;
     const int64_t n_pad = (n + 31) / 32 * 32;
-    for (int64_t t = 0; t < 6 && t < n; ++t) prefetch_token(refs[t]);
-    for (int64_t t = 0; t < n_pad; t += 2) {
-      uint16_t* r0 = kb + t * d_qk;
-      uint16_t* r1 = r0 + d_qk;
-      for (int64_t u = t; u < t + 2; ++u) {
-        uint16_t* row = kb + u * d_qk;
-        if (u < n) {
-          if (u + 6 < n) prefetch_token(refs[u + 6]);
-          dequant_token_avx512(lut, format, d_qk, refs[u].rec, refs[u].scales, row);
-        } else {
-          std::memset(row, 0, sizeof(uint16_t) * d_qk);
-        }
-      }
-      interleave_rows(r0, r1, vv + t * kDimV);
-    }
+    dequant_block(lut, format, d_qk, span, blk, n, n_pad, kb, vv);
+    const int64_t n_next = cursor.next(nxt, kBlockRows);
     SD_PHASE(0);
     qk_amx(kb, d_qk, qv, hp, n_pad, st);
+    prefetch_head(nxt, n_next, span);
     SD_PHASE(1);
     if (softmax_block_avx512(st, n, n_pad, hp, c, m, l, alpha)) {
       for (int64_t h = 0; h < heads; ++h) {
         if (alpha[h] == 1.0f) continue;
         const __m512 a = _mm512_set1_ps(alpha[h]);
         for (int64_t v = 0; v < kDimV; v += 16)
-          _mm512_store_ps(acc + h * kDimV + v, _mm512_mul_ps(a, _mm512_load_ps(acc + h * kDimV + v)));
+          _mm512_store_ps(acc + h * kLdO + v, _mm512_mul_ps(a, _mm512_load_ps(acc + h * kLdO + v)));
       }
     }
     SD_PHASE(2);
     transpose_p(st, hp, n_pad, pb);
     SD_PHASE(3);
-    pv_amx(pb, hp, n_pad, vv, acc);
+    pv_amx(pb, hp, n_pad, vv, acc, first);
+    first = false;
     SD_PHASE(4);
+    n = n_next;
+    cur = 1 - cur;
   }
-  finish_piece_state(heads, m, l, acc, kDimV, o_part, lse_part);
+  finish_piece_state(heads, m, l, acc, kLdO, o_part, lse_part);
   SD_PHASE(5);
 }
 
