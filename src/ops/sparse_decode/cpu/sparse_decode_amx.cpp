@@ -1,17 +1,15 @@
 // Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
-// Algorithm: split plan + compaction of valid slots from sparse_decode_cpu.h; per (row, piece)
-// task, blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16,
-// cpu/fp8_convert_avx512.h) and shared by all heads (MQA: heads form the GEMM's head dimension,
-// padded to hp = multiple of 16; any heads_q >= 1 works).
-// Layouts (bf16 unless noted): K rows [n_pad][d_qk] (AMX A operand, rows = tokens);
-// Q^T in VNNI pairs [d_qk/2][hp][2] (B operand, packed once per task); V = K[:, 0:512] in VNNI
-// pairs [n_pad/2][512][2] (B operand, rows padded by 64 B); scores S^T fp32 [n_pad][hp];
-// P bf16 [hp][n_pad] (A operand, transposed from S^T 16x16 at a time); O fp32 [hp][512] in memory
-// (rows padded by 64 B: 2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens.
-// Tiling: all tiles 16x64 B; QK computes S^T = K . Q^T with 2x2 blocking (32 tokens x 32 heads,
-// 4 C tiles, d_qk/32 k-steps); PV computes O += P . V with 2x2 blocking (32 heads x 32 columns),
-// C tiles zeroed (first block) or loaded from O, stored once per block. Softmax: lazy online update in base 2 on
-// S^T (cpu/softmax_avx512.h), L summed from unrounded P, P rounded to bf16 for PV (FlashMLA).
+// Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per (row, piece) task,
+// blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16) and shared
+// by all heads (heads form the GEMMs' head dimension, padded to hp = multiple of 16).
+// Layouts (bf16 unless noted): K rows [n_pad][d_qk] (A operand); Q^T VNNI [d_qk/2][hp][2] (B, packed
+// once per task); V = K[:, 0:512] VNNI [n_pad/2][512][2] (B); S^T fp32 [n_pad][hp]; P [hp][n_pad]
+// (A, written transposed by the fused softmax pass); O fp32 [hp][512]. V and O rows are padded by
+// 64 B (2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens ahead.
+// Tiling: 16x64-B tiles, 2x2 blocking: QK S^T = K . Q^T (32 tokens x 32 heads, d_qk/32 k-steps),
+// PV O += P . V (32 heads x 32 columns; C tiles zeroed on the first block, else loaded from O).
+// Softmax: lazy online update in base 2 (rules of cpu/softmax_avx512.h), L from unrounded P, P
+// rounded to bf16 for PV (FlashMLA).
 // Invariants: invalid slots are never read; pad tokens have zero K/V and P = 0; piece
 // boundaries depend only on the request's shape (thread-count / batch invariant results).
 #include <immintrin.h>
@@ -209,18 +207,50 @@ void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, f
   }
 }
 
-// P^T fp32 [n_pad][hp] -> P bf16 [hp][n_pad] (round to nearest even).
-void transpose_p(const float* st, int64_t hp, int64_t n_pad, uint16_t* pb) {
+// Online-softmax update of one block fused with the transpose: S^T fp32 [n_pad][hp] (raw scores)
+// -> P bf16 [hp][n_pad] (round to nearest even; rows >= n_valid give P = 0). Same update rule as
+// softmax_block_avx512 (lazy rescale, base 2, L from unrounded P); alpha[h] is the accumulator
+// factor (1 = untouched). Returns whether any head with a non-empty accumulator needs rescaling.
+bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, float c, float* m,
+                  float* l, float* alpha, uint16_t* pb) {
+  const __m512 cv = _mm512_set1_ps(c);
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  bool any = false;
   __m512 r[16];
-  for (int64_t n = 0; n < n_pad; n += 16) {
-    for (int64_t j = 0; j < hp; j += 16) {
-      for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(st + (n + i) * hp + j);
+  for (int64_t j = 0; j < hp; j += 16) {
+    __m512 bm = ninf;
+    for (int64_t n = 0; n < n_valid; ++n)
+      bm = _mm512_max_ps(bm, _mm512_mul_ps(_mm512_load_ps(st + n * hp + j), cv));
+    const __m512 m_old = _mm512_loadu_ps(m + j);
+    const __mmask16 move =
+        _mm512_cmp_ps_mask(bm, _mm512_add_ps(m_old, _mm512_set1_ps(kLazyRescale)), _CMP_GT_OQ);
+    const __m512 m_new = _mm512_mask_mov_ps(m_old, move, bm);
+    const __m512 a = exp2_avx512(_mm512_sub_ps(m_old, m_new));
+    const __mmask16 rescale = move & _mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_OQ);
+    any |= rescale != 0;
+    _mm512_storeu_ps(m + j, m_new);
+    _mm512_storeu_ps(alpha + j, _mm512_mask_blend_ps(rescale, _mm512_set1_ps(1.0f), a));
+    __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
+    for (int64_t n0 = 0; n0 < n_pad; n0 += 16) {
+      for (int i = 0; i < 16; ++i) {
+        r[i] = n0 + i < n_valid
+                   ? exp2_avx512(_mm512_fmsub_ps(_mm512_load_ps(st + (n0 + i) * hp + j), cv, m_new))
+                   : _mm512_setzero_ps();
+      }
+      for (int i = 0; i < 16; i += 2) {
+        sum0 = _mm512_add_ps(sum0, r[i]);
+        sum1 = _mm512_add_ps(sum1, r[i + 1]);
+      }
       transpose16x16_ps(r);
       for (int i = 0; i < 16; ++i)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + (j + i) * n_pad + n),
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + (j + i) * n_pad + n0),
                             reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(r[i])));
     }
+    const __m512 l_old = _mm512_loadu_ps(l + j);
+    const __m512 l_scaled = _mm512_mask_mul_ps(l_old, rescale, l_old, a);
+    _mm512_storeu_ps(l + j, _mm512_add_ps(l_scaled, _mm512_add_ps(sum0, sum1)));
   }
+  return any;
 }
 
 // Prefetches every cache line of a token record (`span` bytes) and its MODEL1 scale record.
@@ -301,7 +331,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
     qk_amx(kb, d_qk, qv, hp, n_pad, st);
     prefetch_head(nxt, n_next, span);
     SD_PHASE(1);
-    if (softmax_block_avx512(st, n, n_pad, hp, c, m, l, alpha)) {
+    if (softmax_to_p(st, n, n_pad, hp, c, m, l, alpha, pb)) {
       for (int64_t h = 0; h < heads; ++h) {
         if (alpha[h] == 1.0f) continue;
         const __m512 a = _mm512_set1_ps(alpha[h]);
@@ -310,8 +340,6 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
       }
     }
     SD_PHASE(2);
-    transpose_p(st, hp, n_pad, pb);
-    SD_PHASE(3);
     pv_amx(pb, hp, n_pad, vv, acc, first);
     first = false;
     SD_PHASE(4);
