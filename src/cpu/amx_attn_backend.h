@@ -5,8 +5,11 @@
 // packed once per begin() by 16x16 dword transposes; 2x2 (or 2x1) blocking of C tiles.
 // PV: O[m][d] += P[m][n] V[n][d] with A = P packed from S^T (fp32 -> bf16 RNE, pairs of keys
 // interleaved, 16x16 dword transpose) as [Mp/16][n/32][16 m][32 keys] and B = V in VNNI form
-// [n/32][32][16 pairs][16 d][2] (two rows interleaved by VPERMT2W); O tiles are loaded from and
-// stored to the fp32 accumulator, 2x2 blocked, once per key block (kBlockN keys = 4 k-steps).
+// [n/32][32][16 pairs][16 d][2] (two rows interleaved by VPERMT2W, by pack_v, called by the engine
+// pair by pair during the gather while the rows are in L1); O tiles are loaded from and stored to
+// the fp32 accumulator, 2x2 blocked, once per key block (kBlockN keys = 8 k-steps).
+// Prefetch of the next block's records: prefetch_ticks() tells the engine how many pf.tick()
+// calls the QK / P-packing / PV loops make, so the lines are spread evenly over all of them.
 // Softmax: cpu/softmax_avx512.h. Token loading: cpu/fp8_convert_avx512.h (bit-exact dequant).
 #pragma once
 
@@ -85,6 +88,12 @@ struct Interleave16 {
   }
 };
 
+/// Pulls one 16-row tile (rows `stride` bytes apart) into L1 ahead of its tileloadd.
+inline void prefetch_tile_l1(const void* tile, int64_t stride) {
+  const char* p = static_cast<const char*>(tile);
+  for (int i = 0; i < 16; ++i) _mm_prefetch(p + i * stride, _MM_HINT_T0);
+}
+
 class AmxAttnBackend {
  public:
   static constexpr int64_t kBlockN = 256;  ///< keys per block (8 PV k-steps)
@@ -131,7 +140,7 @@ class AmxAttnBackend {
         _tile_zero(3);
         for (int64_t kk = 0; kk < nkk_; ++kk) {
           const uint16_t* q = qb_ + (kk * nmb_ + mb) * 512;
-          pf.issue(4);
+          pf.tick();
           _tile_loadd(4, k0 + kk * 32, ks);
           _tile_loadd(6, q, 64);
           _tile_loadd(7, q + 512, 64);
@@ -150,7 +159,7 @@ class AmxAttnBackend {
         _tile_zero(0);
         _tile_zero(2);
         for (int64_t kk = 0; kk < nkk_; ++kk) {
-          pf.issue(4);
+          pf.tick();
           _tile_loadd(4, k0 + kk * 32, ks);
           _tile_loadd(5, k1 + kk * 32, ks);
           _tile_loadd(6, qb_ + (kk * nmb_ + mb) * 512, 64);
@@ -168,8 +177,29 @@ class AmxAttnBackend {
     return softmax_block_avx512(st, n, n_pad, Mp, c, m, l, alpha);
   }
 
-  /// o[m][0..512) += sum_n p[n][m] * keys[n][0..512).
-  void pv(const float* p, const uint16_t* keys, int64_t n_pad, float* o, LinePrefetcher& pf) {
+  /// pf.tick() calls per block of n_pad keys (QK, P packing and PV loops).
+  int64_t prefetch_ticks(int64_t n_pad) const {
+    const int64_t pairs = (nmb_ + 1) / 2, nkb = n_pad / 32;
+    return nkb * pairs * nkk_ + nmb_ * nkb + 16 * pairs * nkb;
+  }
+
+  /// V rows of key pairs [p0, p1) -> B tiles [kb][db][16 pairs][16 d][2] (pair p = keys 2p, 2p+1).
+  void pack_v(const uint16_t* keys, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const uint16_t* a = keys + 2 * p * D_;
+      const uint16_t* b = a + D_;
+      uint16_t* dst = vb_ + (p / 16) * 32 * 512 + (p % 16) * 32;
+      for (int c = 0; c < 16; ++c) {
+        const __m512i va = _mm512_loadu_si512(a + 32 * c);
+        const __m512i vb = _mm512_loadu_si512(b + 32 * c);
+        _mm512_store_si512(dst + (2 * c) * 512, _mm512_permutex2var_epi16(va, il_.lo, vb));
+        _mm512_store_si512(dst + (2 * c + 1) * 512, _mm512_permutex2var_epi16(va, il_.hi, vb));
+      }
+    }
+  }
+
+  /// o[m][0..512) += sum_n p[n][m] * V[n][0..512) (V already in vb_ via pack_v).
+  void pv(const float* p, const uint16_t*, int64_t n_pad, float* o, LinePrefetcher& pf) {
     const int64_t nkb = n_pad / 32;
     // P^T fp32 [n][Mp] -> A tiles [mb][kb][16 m][32 keys] bf16.
     for (int64_t mb = 0; mb < nmb_; ++mb) {
@@ -180,23 +210,10 @@ class AmxAttnBackend {
           const __m512bh both = _mm512_cvtne2ps_pbh(_mm512_load_ps(a + Mp_), _mm512_load_ps(a));
           r[i] = _mm512_permutexvar_epi16(il_.pair, reinterpret_cast<const __m512i&>(both));
         }
+        pf.tick();
         transpose16x16_epi32(r);
         uint16_t* dst = pa_ + (mb * (kBlockN / 32) + kb) * 512;
         for (int i = 0; i < 16; ++i) _mm512_store_si512(dst + i * 32, r[i]);
-      }
-    }
-    // V rows -> B tiles [kb][db][16 pairs][16 d][2].
-    for (int64_t kb = 0; kb < nkb; ++kb) {
-      for (int i = 0; i < 16; ++i) {
-        const uint16_t* a = keys + (kb * 32 + 2 * i) * D_;
-        const uint16_t* b = a + D_;
-        uint16_t* dst = vb_ + kb * 32 * 512 + i * 32;
-        for (int c = 0; c < 16; ++c) {
-          const __m512i va = _mm512_loadu_si512(a + 32 * c);
-          const __m512i vb = _mm512_loadu_si512(b + 32 * c);
-          _mm512_store_si512(dst + (2 * c) * 512, _mm512_permutex2var_epi16(va, il_.lo, vb));
-          _mm512_store_si512(dst + (2 * c + 1) * 512, _mm512_permutex2var_epi16(va, il_.hi, vb));
-        }
       }
     }
     constexpr int64_t os = kRowsDimV * 4;
@@ -211,7 +228,7 @@ class AmxAttnBackend {
         _tile_loadd(3, c1 + 16, os);
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const uint16_t* v = vb_ + (kb * 32 + db) * 512;
-          pf.issue(4);
+          pf.tick();
           _tile_loadd(4, pa_ + (mb * (kBlockN / 32) + kb) * 512, 64);
           _tile_loadd(6, v, 64);
           _tile_loadd(7, v + 512, 64);
@@ -232,7 +249,7 @@ class AmxAttnBackend {
         _tile_loadd(1, c0 + 16, os);
         for (int64_t kb = 0; kb < nkb; ++kb) {
           const uint16_t* v = vb_ + (kb * 32 + db) * 512;
-          pf.issue(4);
+          pf.tick();
           _tile_loadd(4, pa_ + (mb * (kBlockN / 32) + kb) * 512, 64);
           _tile_loadd(6, v, 64);
           _tile_loadd(7, v + 512, 64);

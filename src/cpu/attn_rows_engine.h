@@ -55,6 +55,13 @@ struct LinePrefetcher {
   int64_t count = 0;  ///< records
   int64_t bytes = 0;  ///< bytes per record
   int64_t next = 0, offset = 0;
+  int64_t per_call = 4;  ///< lines per tick(), set by plan() from the backend's tick count
+  /// Spreads the remaining lines evenly over `calls` ticks.
+  void plan(int64_t calls) {
+    const int64_t lines = (count - next) * (bytes / 64 + 1);
+    per_call = calls > 0 ? std::max<int64_t>(1, (lines + calls - 1) / calls) : lines;
+  }
+  void tick() { issue(per_call); }
   void issue(int64_t lines) {
     for (; lines > 0 && next < count; --lines) {
       __builtin_prefetch(records[next] + offset, 0, 2);
@@ -90,6 +97,7 @@ class RowsAttention {
     raw_max_ = max_buf_.get(Mp_);
     o_ = o_buf_.get(Mp_ * kRowsDimV);
     keys_ = key_buf_.get(kBlockN * D);
+    staged_ = 0;
     for (int64_t r = 0; r < Mp_; ++r) {
       m_[r] = -std::numeric_limits<float>::infinity();
       l_[r] = 0.0f;
@@ -104,6 +112,13 @@ class RowsAttention {
   const Backend& backend() const { return backend_; }
   Backend& backend() { return backend_; }
 
+  /// The gather has written key rows [0, 2 * pairs) of the current block: lets the backend
+  /// repack their V part while they are still in L1 (optional; step() packs the rest).
+  void stage_v(int64_t pairs) {
+    backend_.pack_v(keys_, staged_, pairs);
+    staged_ = pairs;
+  }
+
   /// Consumes keys()[0..n). row_limit (nullable, M entries): row r only sees keys n' < row_limit[r].
   /// prefetch (nullable): records of the next block, prefetched while this one computes.
   void step(int64_t n, const int64_t* row_limit, LinePrefetcher* prefetch = nullptr) {
@@ -112,6 +127,9 @@ class RowsAttention {
     if (n <= 0) return;
     const int64_t n_pad = (n + Backend::kPadN - 1) / Backend::kPadN * Backend::kPadN;
     if (n_pad > n) std::memset(keys_ + n * D_, 0, sizeof(uint16_t) * (n_pad - n) * D_);
+    backend_.pack_v(keys_, staged_, n_pad / 2);
+    staged_ = 0;
+    pf.plan(backend_.prefetch_ticks(n_pad));
     backend_.qk(keys_, n_pad, st_, pf);
     if (row_limit != nullptr) {
       int64_t lo = n;
@@ -164,7 +182,7 @@ class RowsAttention {
 
  private:
   Backend backend_;
-  int64_t M_ = 0, Mp_ = 0, D_ = 0;
+  int64_t M_ = 0, Mp_ = 0, D_ = 0, staged_ = 0;
   float scale_ = 0.0f, c_ = 0.0f;
   bool track_max_ = false;
   float *st_ = nullptr, *m_ = nullptr, *l_ = nullptr, *alpha_ = nullptr, *raw_max_ = nullptr,

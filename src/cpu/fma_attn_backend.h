@@ -137,6 +137,8 @@ class FmaAttnBackend {
         qt_[d * Mp + m] = m < M ? bf16_to_float(q_rows[m][d]) : 0.0f;
   }
   void end() {}
+  void pack_v(const uint16_t*, int64_t, int64_t) {}
+  int64_t prefetch_ticks(int64_t) const { return 0; }
 
   void qk(const uint16_t* keys, int64_t n_pad, float* st, LinePrefetcher& pf) {
     pf.flush();
