@@ -1,11 +1,11 @@
 // Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
 // Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per (row, piece) task,
-// blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16) and shared
-// by all heads (heads form the GEMMs' head dimension, padded to hp = multiple of 16).
-// Layouts (bf16 unless noted): K rows [n_pad][d_qk] (A operand); Q^T VNNI [d_qk/2][hp][2] (B, packed
-// once per task); V = K[:, 0:512] VNNI [n_pad/2][512][2] (B); S^T fp32 [n_pad][hp]; P [hp][n_pad]
-// (A, written transposed by the fused softmax pass); O fp32 [hp][512]. V and O rows are padded by
-// 64 B (2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens ahead.
+// blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16), 32 at a
+// time straight into the QK A strip, and shared by all heads (heads form the GEMMs' head dimension).
+// Layouts (bf16 unless noted): K strip [32][d_qk] (A, L1-resident); Q^T VNNI [d_qk/2][hp][2] (B,
+// packed once per task); V = K[:, 0:512] VNNI [n_pad/2][512][2] (B); S^T fp32 [n_pad][hp];
+// P [hp][n_pad] (A, written transposed by the fused softmax pass); O fp32 [hp][512]. V and O rows
+// are padded by 64 B (2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens.
 // Tiling: 16x64-B tiles, 2x2 blocking: QK S^T = K . Q^T (32 tokens x 32 heads, d_qk/32 k-steps),
 // PV O += P . V (32 heads x 32 columns; C tiles zeroed on the first block, else loaded from O).
 // Softmax: lazy online update in base 2 (rules of cpu/softmax_avx512.h), L from unrounded P, P
@@ -66,7 +66,7 @@ constexpr int64_t kPrefetchAhead = 6;  // tokens the gather prefetches ahead (de
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct Workspace {
-  Scratch<uint16_t> qv, kb, vv, pb;
+  Scratch<uint16_t> qv, ks, vv, pb;
   Scratch<float> st, acc, m, l, alpha;
   Scratch<TokenRef> refs;
 };
@@ -100,49 +100,45 @@ inline void interleave_rows(const uint16_t* a, const uint16_t* b, uint16_t* out)
   }
 }
 
-// S^T [n_pad][hp] = K [n_pad][d_qk] . Q^T.
-void qk_amx(const uint16_t* kb, int64_t d_qk, const uint16_t* qv, int64_t hp, int64_t n_pad,
-            float* st) {
+// 32 rows of S^T (row stride hp) = 32 K rows ks [32][d_qk] . Q^T, all head tiles.
+void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, float* st) {
   const int64_t ht = hp / 16, ksteps = d_qk / 32;
   const int64_t ldk = d_qk * 2, ldq = hp * 4, lds = hp * 4;
-  for (int64_t r = 0; r < n_pad; r += 32) {
-    const uint16_t* k0 = kb + r * d_qk;
-    const uint16_t* k1 = kb + (r + 16) * d_qk;
-    int64_t j = 0;
-    for (; j + 2 <= ht; j += 2) {
-      _tile_zero(0);
-      _tile_zero(1);
-      _tile_zero(2);
-      _tile_zero(3);
-      for (int64_t k = 0; k < ksteps; ++k) {
-        const uint16_t* q = qv + k * 16 * hp * 2 + j * 32;
-        _tile_loadd(4, k0 + k * 32, ldk);
-        _tile_loadd(6, q, ldq);
-        _tile_loadd(7, q + 32, ldq);
-        _tile_loadd(5, k1 + k * 32, ldk);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(1, 4, 7);
-        _tile_dpbf16ps(2, 5, 6);
-        _tile_dpbf16ps(3, 5, 7);
-      }
-      _tile_stored(0, st + r * hp + j * 16, lds);
-      _tile_stored(1, st + r * hp + j * 16 + 16, lds);
-      _tile_stored(2, st + (r + 16) * hp + j * 16, lds);
-      _tile_stored(3, st + (r + 16) * hp + j * 16 + 16, lds);
+  const uint16_t* k1 = ks + 16 * d_qk;
+  int64_t j = 0;
+  for (; j + 2 <= ht; j += 2) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t k = 0; k < ksteps; ++k) {
+      const uint16_t* q = qv + k * 16 * hp * 2 + j * 32;
+      _tile_loadd(4, ks + k * 32, ldk);
+      _tile_loadd(6, q, ldq);
+      _tile_loadd(7, q + 32, ldq);
+      _tile_loadd(5, k1 + k * 32, ldk);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
     }
-    if (j < ht) {
-      _tile_zero(0);
-      _tile_zero(2);
-      for (int64_t k = 0; k < ksteps; ++k) {
-        _tile_loadd(4, k0 + k * 32, ldk);
-        _tile_loadd(6, qv + k * 16 * hp * 2 + j * 32, ldq);
-        _tile_loadd(5, k1 + k * 32, ldk);
-        _tile_dpbf16ps(0, 4, 6);
-        _tile_dpbf16ps(2, 5, 6);
-      }
-      _tile_stored(0, st + r * hp + j * 16, lds);
-      _tile_stored(2, st + (r + 16) * hp + j * 16, lds);
+    _tile_stored(0, st + j * 16, lds);
+    _tile_stored(1, st + j * 16 + 16, lds);
+    _tile_stored(2, st + 16 * hp + j * 16, lds);
+    _tile_stored(3, st + 16 * hp + j * 16 + 16, lds);
+  }
+  if (j < ht) {
+    _tile_zero(0);
+    _tile_zero(2);
+    for (int64_t k = 0; k < ksteps; ++k) {
+      _tile_loadd(4, ks + k * 32, ldk);
+      _tile_loadd(6, qv + k * 16 * hp * 2 + j * 32, ldq);
+      _tile_loadd(5, k1 + k * 32, ldk);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(2, 5, 6);
     }
+    _tile_stored(0, st + j * 16, lds);
+    _tile_stored(2, st + 16 * hp + j * 16, lds);
   }
 }
 
@@ -266,27 +262,27 @@ inline int64_t record_span(KvFormat format, int64_t d_qk) {
   return format == KvFormat::kV32 ? 656 : format == KvFormat::kModel1 ? 576 : 2 * d_qk;
 }
 
-// Gathers + dequantises n tokens into K rows kb [n_pad][d_qk] (pad rows zero) and their first
-// 512 columns into the V VNNI buffer vv [n_pad/2][512][2].
 inline void prefetch_head(const TokenRef* refs, int64_t n, int64_t span) {
   for (int64_t t = 0; t < kPrefetchAhead && t < n; ++t) prefetch_token(refs[t], span);
 }
 
-// The first kPrefetchAhead tokens are expected to be prefetched already (prefetch_head).
-void dequant_block(const E4M3Lut& lut, KvFormat format, int64_t d_qk, int64_t span,
-                   const TokenRef* refs, int64_t n, int64_t n_pad, uint16_t* kb, uint16_t* vv) {
-  for (int64_t t = 0; t < n_pad; t += 2) {
-    uint16_t* r0 = kb + t * d_qk;
-    for (int64_t u = t; u < t + 2; ++u) {
-      uint16_t* row = kb + u * d_qk;
+// Gathers + dequantises tokens [r, r + 32) of a block of n (first kPrefetchAhead prefetched by
+// prefetch_head) into the K strip ks [32][d_qk] (rows >= n zero) and their first 512 columns into
+// the V VNNI rows vv [r/2 .. r/2 + 16) (row stride kLdV).
+void dequant_strip(const E4M3Lut& lut, KvFormat format, int64_t d_qk, int64_t span,
+                   const TokenRef* refs, int64_t n, int64_t r, uint16_t* ks, uint16_t* vv) {
+  for (int64_t t = 0; t < 32; t += 2) {
+    uint16_t* r0 = ks + t * d_qk;
+    for (int64_t i = t; i < t + 2; ++i) {
+      const int64_t u = r + i;
       if (u < n) {
         if (u + kPrefetchAhead < n) prefetch_token(refs[u + kPrefetchAhead], span);
-        dequant_token_avx512(lut, format, d_qk, refs[u].rec, refs[u].scales, row);
+        dequant_token_avx512(lut, format, d_qk, refs[u].rec, refs[u].scales, ks + i * d_qk);
       } else {
-        std::memset(row, 0, sizeof(uint16_t) * d_qk);
+        std::memset(ks + i * d_qk, 0, sizeof(uint16_t) * d_qk);
       }
     }
-    interleave_rows(r0, r0 + d_qk, vv + t / 2 * kLdV);
+    interleave_rows(r0, r0 + d_qk, vv + (r + t) / 2 * kLdV);
   }
 }
 
@@ -296,7 +292,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   const int64_t d_qk = p.head_dim, heads = p.heads_q;
   const int64_t hp = (heads + 15) / 16 * 16;
   uint16_t* qv = ws.qv.get(d_qk * hp);
-  uint16_t* kb = ws.kb.get(kBlockRows * d_qk);
+  uint16_t* ks = ws.ks.get(32 * d_qk);
   uint16_t* vv = ws.vv.get(kBlockRows / 2 * kLdV);
   uint16_t* pb = ws.pb.get(hp * kBlockRows);
   float* st = ws.st.get(kBlockRows * hp);
@@ -325,12 +321,14 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
     const TokenRef* blk = refs + cur * kBlockRows;
     TokenRef* nxt = refs + (1 - cur) * kBlockRows;
     const int64_t n_pad = (n + 31) / 32 * 32;
-    dequant_block(lut, format, d_qk, span, blk, n, n_pad, kb, vv);
+    for (int64_t r = 0; r < n_pad; r += 32) {
+      dequant_strip(lut, format, d_qk, span, blk, n, r, ks, vv);
+      SD_PHASE(0);
+      qk_strip(ks, d_qk, qv, hp, st + r * hp);
+      SD_PHASE(1);
+    }
     const int64_t n_next = cursor.next(nxt, kBlockRows);
-    SD_PHASE(0);
-    qk_amx(kb, d_qk, qv, hp, n_pad, st);
     prefetch_head(nxt, n_next, span);
-    SD_PHASE(1);
     if (softmax_to_p(st, n, n_pad, hp, c, m, l, alpha, pb)) {
       for (int64_t h = 0; h < heads; ++h) {
         if (alpha[h] == 1.0f) continue;
