@@ -1,7 +1,7 @@
 // Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
 // Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per (row, piece) task,
 // blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16), 32 at a
-// time straight into the QK A strip, and shared by all heads (heads form the GEMMs' head dimension).
+// time straight into the QK A strip, and shared by all heads (heads are the GEMMs' head dimension).
 // Layouts (bf16 unless noted): K strip [32][d_qk] (A, L1-resident); Q^T VNNI [d_qk/2][hp][2] (B,
 // packed once per task); V = K[:, 0:512] VNNI [n_pad/2][512][2] (B); S^T fp32 [n_pad][hp];
 // P [hp][n_pad] (A, written transposed by the fused softmax pass); O fp32 [hp][512]. V and O rows
@@ -62,6 +62,8 @@ constexpr int64_t kBlockRows = 256;  // multiple of 32
 // line so the 16 rows of a tile do not alias onto the same L1 sets (2 KiB strides do).
 constexpr int64_t kLdV = 2 * kDimV + 32;
 constexpr int64_t kLdO = kDimV + 16;
+// Row stride (words) of P [hp][n_pad]: one cache line of padding as well.
+inline int64_t p_stride(int64_t n_pad) { return n_pad + 32; }
 constexpr int64_t kPrefetchAhead = 6;  // tokens the gather prefetches ahead (deeper was slower)
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -159,7 +161,7 @@ inline void load_acc_pair(bool init, const float* o, int64_t ldo, int t0) {
 void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, float* acc,
             bool init) {
   const int64_t ht = hp / 16, ksteps = n_pad / 32;
-  const int64_t ldp = n_pad * 2, ldv = kLdV * 2, ldo = kLdO * 4;
+  const int64_t ldp = p_stride(n_pad) * 2, ldv = kLdV * 2, ldo = kLdO * 4;
   for (int64_t v = 0; v < kDimV / 16; v += 2) {
     int64_t i = 0;
     for (; i + 2 <= ht; i += 2) {
@@ -167,8 +169,8 @@ void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, f
       float* o1 = o0 + 16 * kLdO;
       load_acc_pair(init, o0, ldo, 0);
       load_acc_pair(init, o1, ldo, 2);
-      const uint16_t* p0 = pb + i * 16 * n_pad;
-      const uint16_t* p1 = p0 + 16 * n_pad;
+      const uint16_t* p0 = pb + i * 16 * p_stride(n_pad);
+      const uint16_t* p1 = p0 + 16 * p_stride(n_pad);
       for (int64_t k = 0; k < ksteps; ++k) {
         const uint16_t* vk = vv + k * 16 * kLdV + v * 32;
         _tile_loadd(4, p0 + k * 32, ldp);
@@ -188,7 +190,7 @@ void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, f
     if (i < ht) {
       float* o0 = acc + i * 16 * kLdO + v * 16;
       load_acc_pair(init, o0, ldo, 0);
-      const uint16_t* p0 = pb + i * 16 * n_pad;
+      const uint16_t* p0 = pb + i * 16 * p_stride(n_pad);
       for (int64_t k = 0; k < ksteps; ++k) {
         const uint16_t* vk = vv + k * 16 * kLdV + v * 32;
         _tile_loadd(4, p0 + k * 32, ldp);
@@ -239,7 +241,7 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
       }
       transpose16x16_ps(r);
       for (int i = 0; i < 16; ++i)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + (j + i) * n_pad + n0),
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + (j + i) * p_stride(n_pad) + n0),
                             reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(r[i])));
     }
     const __m512 l_old = _mm512_loadu_ps(l + j);
@@ -294,7 +296,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   uint16_t* qv = ws.qv.get(d_qk * hp);
   uint16_t* ks = ws.ks.get(32 * d_qk);
   uint16_t* vv = ws.vv.get(kBlockRows / 2 * kLdV);
-  uint16_t* pb = ws.pb.get(hp * kBlockRows);
+  uint16_t* pb = ws.pb.get(hp * p_stride(kBlockRows));
   float* st = ws.st.get(kBlockRows * hp);
   float* acc = ws.acc.get(hp * kLdO);
   float* m = ws.m.get(hp);
