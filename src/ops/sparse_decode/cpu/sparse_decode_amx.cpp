@@ -32,11 +32,12 @@ namespace {
 std::atomic<uint64_t> g_phase[8];
 struct PhaseDump {
   ~PhaseDump() {
-    const char* names[8] = {"gather+dequant", "qk", "softmax", "transpose", "pv", "finish", "pack_q", ""};
+    const char* names[8] = {"gather+dequant", "qk", "softmax+P^T", "", "pv", "finish", "pack_q", ""};
     uint64_t total = 0;
     for (auto& v : g_phase) total += v;
     for (int i = 0; i < 7; ++i)
-      std::printf("  %-15s %5.1f%%\n", names[i], 100.0 * g_phase[i] / (total ? total : 1));
+      if (names[i][0])
+        std::printf("  %-15s %5.1f%%\n", names[i], 100.0 * g_phase[i] / (total ? total : 1));
   }
 } g_phase_dump;
 }  // namespace
