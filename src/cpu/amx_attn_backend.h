@@ -6,7 +6,7 @@
 // PV: O[m][d] += P[m][n] V[n][d] with A = P packed from S^T (fp32 -> bf16 RNE, pairs of keys
 // interleaved, 16x16 dword transpose) as [Mp/16][n/32][16 m][32 keys] and B = V in VNNI form
 // [n/32][32][16 pairs][16 d][2] (two rows interleaved by VPERMT2W, by pack_v, called by the engine
-// every 32 gathered keys while the rows are in L1); O tiles are loaded from and stored to
+// pair by pair during the gather while the rows are in L1); O tiles are loaded from and stored to
 // the fp32 accumulator, 2x2 blocked, once per key block (kBlockN keys = 8 k-steps).
 // Prefetch of the next block's records: prefetch_ticks() tells the engine how many pf.tick()
 // calls the QK / P-packing / PV loops make, so the lines are spread evenly over all of them.
@@ -184,22 +184,17 @@ class AmxAttnBackend {
   }
 
   /// V rows of key pairs [p0, p1) -> B tiles [kb][db][16 pairs][16 d][2] (pair p = keys 2p, 2p+1).
-  /// Tile by tile (column chunk c outer), so the stores of each 1 KB tile are contiguous.
   void pack_v(const uint16_t* keys, int64_t p0, int64_t p1) {
-    while (p0 < p1) {
-      const int64_t kb = p0 / 16, stop = std::min(p1, kb * 16 + 16);
-      uint16_t* tiles = vb_ + kb * 32 * 512;
+    for (int64_t p = p0; p < p1; ++p) {
+      const uint16_t* a = keys + 2 * p * D_;
+      const uint16_t* b = a + D_;
+      uint16_t* dst = vb_ + (p / 16) * 32 * 512 + (p % 16) * 32;
       for (int c = 0; c < 16; ++c) {
-        for (int64_t p = p0; p < stop; ++p) {
-          const uint16_t* a = keys + 2 * p * D_ + 32 * c;
-          const __m512i va = _mm512_loadu_si512(a);
-          const __m512i vb = _mm512_loadu_si512(a + D_);
-          uint16_t* dst = tiles + (2 * c) * 512 + (p % 16) * 32;
-          _mm512_store_si512(dst, _mm512_permutex2var_epi16(va, il_.lo, vb));
-          _mm512_store_si512(dst + 512, _mm512_permutex2var_epi16(va, il_.hi, vb));
-        }
+        const __m512i va = _mm512_loadu_si512(a + 32 * c);
+        const __m512i vb = _mm512_loadu_si512(b + 32 * c);
+        _mm512_store_si512(dst + (2 * c) * 512, _mm512_permutex2var_epi16(va, il_.lo, vb));
+        _mm512_store_si512(dst + (2 * c + 1) * 512, _mm512_permutex2var_epi16(va, il_.hi, vb));
       }
-      p0 = stop;
     }
   }
 

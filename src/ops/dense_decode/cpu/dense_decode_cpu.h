@@ -125,7 +125,7 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
       uint16_t* keys = engine.keys();
       for (int64_t t = 0; t < n; ++t) {
         engine.backend().load_token(p.kv.format, D, recs[cur][t], scales[cur][t], keys + t * D);
-        if ((t & 31) == 31) engine.stage_v((t + 1) / 2);  // V repacked while in L1
+        if (t & 1) engine.stage_v((t + 1) / 2);
       }
       if (mask_rows) {
         for (int64_t r = 0; r < M; ++r) limit[r] = visible[r] - j0;

@@ -2,13 +2,12 @@
 // templated on the GEMM backend of cpu/attn_rows_engine.h.
 // Work item = (query token s, kv head g): the heads_q / heads_kv query heads of g are the M rows;
 // the valid slots of index row (s, g) (p < topk_length[s], 0 <= index < seq_kv; duplicates kept)
-// are compacted, their kv rows gathered (software prefetch kPrefetch slots ahead; V repacked 32
-// keys at a time as they land) in blocks shared by all rows, and attended with the online
-// softmax. No key-list split: seq_q x heads_kv items already keep every thread busy, and each
-// item's result depends only on its own inputs (thread- and batch-invariant). The finished row
-// goes through the one combine (cpu/combine.h, 1 piece), which applies the sink; max_logits =
-// scale x the largest raw score (-inf for lonely rows). Invalid slots are never dereferenced.
-// Internal linkage only.
+// are compacted, their kv rows gathered (software prefetch kPrefetch slots ahead; V repacked pair
+// by pair as it lands) in blocks shared by all rows, and attended with the online softmax. No
+// key-list split: seq_q x heads_kv items already keep every thread busy, and each item's result
+// depends only on its own inputs (thread- and batch-invariant). The finished row goes through the
+// one combine (cpu/combine.h, 1 piece), which applies the sink; max_logits = scale x the largest
+// raw score (-inf for lonely rows). Invalid slots are never dereferenced. Internal linkage only.
 #pragma once
 
 #include <cstdint>
@@ -67,7 +66,7 @@ Status sp_run(const SparsePrefillParams& p, const ExecConfig& config) {
           for (int64_t byte = 0; byte < D * 2; byte += 64) __builtin_prefetch(ahead + byte);
         }
         std::memcpy(keys + t * D, kv + valid[k0 + t] * p.kv_stride[0], D * sizeof(uint16_t));
-        if ((t & 31) == 31) engine.stage_v((t + 1) / 2);  // V repacked while in L1
+        if (t & 1) engine.stage_v((t + 1) / 2);  // V repacked while the pair is in L1
       }
       engine.step(n, nullptr);
     }
