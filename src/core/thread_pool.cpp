@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -133,12 +134,22 @@ void parallel_for(int64_t num_tasks, int num_threads,
     for (int64_t task = 0; task < num_tasks; ++task) fn(task, 0);
     return;
   }
+  // An exception (e.g. std::bad_alloc in a kernel's scratch) must not escape a worker thread:
+  // the first one is kept and rethrown on the calling thread once every chunk has finished.
+  std::mutex error_mutex;
+  std::exception_ptr error;
   const std::function<void(int)> body = [&](int thread) {
     const int64_t begin = num_tasks * thread / threads;
     const int64_t end = num_tasks * (thread + 1) / threads;
-    for (int64_t task = begin; task < end; ++task) fn(task, thread);
+    try {
+      for (int64_t task = begin; task < end; ++task) fn(task, thread);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+    }
   };
   ThreadPool::instance().run(threads, body);
+  if (error) std::rethrow_exception(error);
 }
 
 void pin_threads(bool enable) {

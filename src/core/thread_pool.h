@@ -16,7 +16,8 @@ int hardware_threads();
 int resolve_num_threads(int requested);
 
 /// Calls fn(task, thread) for each task in [0, num_tasks) with tasks statically spread over
-/// `num_threads` threads (thread t gets tasks [t*n/T, (t+1)*n/T)). Returns when all are done.
+/// `num_threads` threads (thread t gets tasks [t*n/T, (t+1)*n/T)). Returns when all are done;
+/// the first exception thrown by fn is rethrown on the calling thread.
 void parallel_for(int64_t num_tasks, int num_threads,
                   const std::function<void(int64_t task, int thread)>& fn);
 

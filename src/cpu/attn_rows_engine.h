@@ -19,32 +19,10 @@
 #include <limits>
 #include <new>
 
+#include "cpu/aligned_buffer.h"
+
 namespace openmla {
 namespace {
-
-/// 64-byte aligned growable buffer (contents not preserved on growth).
-template <typename T>
-class AlignedBuffer {
- public:
-  AlignedBuffer() = default;
-  AlignedBuffer(const AlignedBuffer&) = delete;
-  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  ~AlignedBuffer() { std::free(data_); }
-  T* get(int64_t n) {
-    if (n > capacity_) {
-      std::free(data_);
-      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64;
-      data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
-      if (data_ == nullptr) throw std::bad_alloc();
-      capacity_ = n;
-    }
-    return data_;
-  }
-
- private:
-  T* data_ = nullptr;
-  int64_t capacity_ = 0;
-};
 
 constexpr int64_t kRowsDimV = 512;
 

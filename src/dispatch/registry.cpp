@@ -2,6 +2,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "core/check.h"
@@ -110,7 +112,14 @@ Status run_plan(const Plan& plan, Op op, const void* params,
   if (const char* reason = state.kernel->unsupported_reason(params)) {
     return unsupported(std::string("kernel ") + state.kernel->name + ": " + reason);
   }
-  return state.kernel->run(params, state.config);
+  try {
+    return state.kernel->run(params, state.config);
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory,
+                  std::string("kernel ") + state.kernel->name + ": out of memory for scratch");
+  } catch (const std::exception& e) {
+    return Status(StatusCode::kInternal, std::string("kernel ") + state.kernel->name + ": " + e.what());
+  }
 }
 
 }  // namespace openmla

@@ -69,9 +69,9 @@ constexpr int64_t kPrefetchAhead = 6;  // tokens the gather prefetches ahead (de
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct Workspace {
-  Scratch<uint16_t> qv, ks, vv, pb;
-  Scratch<float> st, acc, m, l, alpha;
-  Scratch<TokenRef> refs;
+  AlignedBuffer<uint16_t> qv, ks, vv, pb;
+  AlignedBuffer<float> st, acc, m, l, alpha;
+  AlignedBuffer<TokenRef> refs;
 };
 
 // Q (bf16 rows) -> VNNI pairs [d/2][hp][2] (16x16 dword transposes); pad heads zero.

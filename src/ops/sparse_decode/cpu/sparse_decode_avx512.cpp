@@ -27,9 +27,9 @@ constexpr int64_t kBlockRows = 64;
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct Workspace {
-  Scratch<float> qt, kf, st, acc, m, l, alpha;
-  Scratch<uint16_t> kb;
-  Scratch<TokenRef> refs;
+  AlignedBuffer<float> qt, kf, st, acc, m, l, alpha;
+  AlignedBuffer<uint16_t> kb;
+  AlignedBuffer<TokenRef> refs;
 };
 
 template <int R, int J>

@@ -21,6 +21,7 @@
 #include <new>
 
 #include "core/thread_pool.h"
+#include "cpu/aligned_buffer.h"
 #include "cpu/combine.h"
 #include "ops/sparse_decode/sparse_decode.h"
 
@@ -55,30 +56,6 @@ inline const char* sd_unsupported(const void* params) {
   if (p.heads_q > 4096) return "heads_q above 4096";
   return nullptr;
 }
-
-/// 64-byte aligned growable scratch (contents not preserved on growth).
-template <typename T>
-class Scratch {
- public:
-  Scratch() = default;
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  ~Scratch() { std::free(data_); }
-  T* get(int64_t n) {
-    if (n > capacity_) {
-      std::free(data_);
-      const std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64;
-      data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
-      if (data_ == nullptr) throw std::bad_alloc();
-      capacity_ = n;
-    }
-    return data_;
-  }
-
- private:
-  T* data_ = nullptr;
-  int64_t capacity_ = 0;
-};
 
 struct TokenRef {
   const uint8_t* rec;
@@ -167,7 +144,7 @@ Status run_split_tasks(const SparseDecodeParams& p, const ExecConfig& config, Pi
   const int64_t tasks = rows * g.pieces;
   if (tasks == 0) return Status::Ok();
   const int64_t per_task = p.heads_q * kDimV;
-  static thread_local Scratch<float> part_out_buf, part_lse_buf;
+  static thread_local AlignedBuffer<float> part_out_buf, part_lse_buf;
   float* part_out = part_out_buf.get(tasks * per_task);
   float* part_lse = part_lse_buf.get(tasks * p.heads_q);
   parallel_for(tasks, config.num_threads, [&](int64_t task, int) {
