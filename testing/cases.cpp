@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "core/dtype.h"
+#include "formats/kv_format.h"
 #include "openmla/kv_cache.h"
 
 namespace openmla::testing {
@@ -173,7 +174,7 @@ SparseDecodeCase make_sparse_decode_case(const SparseDecodeConfig& c) {
   SparseDecodeCase r;
   r.config = c;
   Rng rng(c.seed);
-  r.head_dim = c.format == KvFormat::kV32 ? 576 : c.format == KvFormat::kModel1 ? 512 : c.head_dim;
+  r.head_dim = format_geometry(c.format, c.head_dim).head_dim;
   r.q = make_owned(DType::kBF16, {c.batch, c.seq_q, c.heads_q, r.head_dim}, c.non_contiguous);
   fill_normal_bf16(r.q, rng, 1.0f, 0.0f, 1.0f);
   const PagedLayout layout = make_layout(c.batch, c.cache_tokens, c.page_size, rng);
@@ -215,7 +216,7 @@ DenseDecodeCase make_dense_decode_case(const DenseDecodeConfig& c) {
   DenseDecodeCase r;
   r.config = c;
   Rng rng(c.seed);
-  r.head_dim = c.format == KvFormat::kV32 ? 576 : c.format == KvFormat::kModel1 ? 512 : c.head_dim;
+  r.head_dim = format_geometry(c.format, c.head_dim).head_dim;
   r.q = make_owned(DType::kBF16, {c.batch, c.seq_q, c.heads_q, r.head_dim}, c.non_contiguous);
   fill_normal_bf16(r.q, rng, 0.1f, 0.0f, 1.0f);
   std::vector<int64_t> length(c.batch);

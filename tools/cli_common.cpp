@@ -56,12 +56,18 @@ double now_seconds() {
 
 namespace {
 
-template <typename Args, typename Fn>
-RunResult run_with(Args args, bool prefill, const std::string& kernel, int threads, Fn&& op) {
-  testing::Outputs o = testing::bind_outputs(&args, false);
+/// Options for one run: `kernel` "" lets the registry choose (the string must outlive them).
+Options make_options(const std::string& kernel, int threads) {
   Options options;
   options.num_threads = threads;
   options.kernel = kernel.empty() ? nullptr : kernel.c_str();
+  return options;
+}
+
+template <typename Args, typename Fn>
+RunResult run_with(Args args, bool prefill, const std::string& kernel, int threads, Fn&& op) {
+  testing::Outputs o = testing::bind_outputs(&args, false);
+  const Options options = make_options(kernel, threads);
   Plan plan;
   RunResult r;
   r.status = op(args, options, &plan);
@@ -105,9 +111,7 @@ template <typename Args, typename PlanFn, typename RunFn>
 Status time_args(Args args, const std::string& kernel, int threads, int warmup, int iters,
                  PlanFn&& plan_fn, RunFn&& run_fn, std::string* kernel_out, Timing* timing) {
   testing::Outputs o = testing::bind_outputs(&args, false);
-  Options options;
-  options.num_threads = threads;
-  options.kernel = kernel.empty() ? nullptr : kernel.c_str();
+  const Options options = make_options(kernel, threads);
   Plan plan;
   OPENMLA_RETURN_IF_ERROR(plan_fn(args, options, &plan));
   *kernel_out = plan.kernel_name();
