@@ -70,17 +70,41 @@ int finish(const Status& s) {
 struct Common {
   int threads, warmup, iters;
   bool json, vs_ref;
-  std::string impl;
+  std::vector<std::string> impls;  ///< {""} = the registry's choice; several alternate call by call
 };
 
+/// Splits "a,b,c" into its names ("" gives {""}).
+std::vector<std::string> split_names(const std::string& list) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t comma = list.find(',', start);
+    out.push_back(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
+}
+
+/// Times the case with every kernel of k.impls (interleaved) and prints one line per kernel.
 template <typename Case>
-Status bench_case(const Case& c, const Common& k, const std::string& ref_name, BenchLine* line) {
-  Status s = time_case(c, k.impl, k.threads, k.warmup, k.iters, &line->kernel, &line->timing);
-  if (!s.ok() || !k.vs_ref || line->kernel == ref_name) return s;
-  std::string ref_kernel;
-  Timing ref_timing;
-  s = time_case(c, ref_name, k.threads, 0, 1, &ref_kernel, &ref_timing);
-  line->ref_us = ref_timing.median_s * 1e6;
+Status bench_case(const Case& c, const Common& k, const std::string& ref_name, const char* op,
+                  const Limits& lim, BenchLine* line) {
+  std::vector<std::string> kernels;
+  std::vector<Timing> timings;
+  Status s = time_case(c, k.impls, k.threads, k.warmup, k.iters, &kernels, &timings);
+  if (!s.ok()) return s;
+  if (k.vs_ref) {
+    std::vector<std::string> ref_kernel;
+    std::vector<Timing> ref_timing;
+    s = time_case(c, {ref_name}, k.threads, 0, 1, &ref_kernel, &ref_timing);
+    if (!s.ok()) return s;
+    line->ref_us = ref_timing[0].median_s * 1e6;
+  }
+  for (std::size_t i = 0; i < kernels.size(); ++i) {
+    line->kernel = kernels[i];
+    line->timing = timings[i];
+    print_line(*line, op, lim, k.threads, k.json);
+  }
   return s;
 }
 
@@ -117,8 +141,7 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
                      " h" + std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) +
                      (c.extra_topk ? "+" + std::to_string(c.extra_topk) : "") + " page" +
                      std::to_string(c.page_size);
-  const Status s = bench_case(sc, k, "sparse_decode.ref", &line);
-  if (s.ok()) print_line(line, "sparse_decode", lim, k.threads, k.json);
+  const Status s = bench_case(sc, k, "sparse_decode.ref", "sparse_decode", lim, &line);
   return finish(s);
 }
 
@@ -146,8 +169,7 @@ int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   line.table_shape = format + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
                      " h" + std::to_string(c.heads_q) + "/" + std::to_string(c.heads_kv) + " n" +
                      std::to_string(c.cache_tokens);
-  const Status s = bench_case(dc, k, "dense_decode.ref", &line);
-  if (s.ok()) print_line(line, "dense_decode", lim, k.threads, k.json);
+  const Status s = bench_case(dc, k, "dense_decode.ref", "dense_decode", lim, &line);
   return finish(s);
 }
 
@@ -172,8 +194,7 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
   line.table_shape = "s" + std::to_string(c.seq_q) + " kv" + std::to_string(c.seq_kv) + " h" +
                      std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) + " d" +
                      std::to_string(c.head_dim);
-  const Status s = bench_case(pc, k, "sparse_prefill.ref", &line);
-  if (s.ok()) print_line(line, "sparse_prefill", lim, k.threads, k.json);
+  const Status s = bench_case(pc, k, "sparse_prefill.ref", "sparse_prefill", lim, &line);
   return finish(s);
 }
 
@@ -191,7 +212,7 @@ int cmd_bench(const Flags& f) {
   k.iters = static_cast<int>(f.get_int("iters", 10));
   k.json = f.has("json");
   k.vs_ref = f.has("vs-ref");
-  k.impl = f.get("impl", "");
+  k.impls = split_names(f.get("impl", ""));
   pin_threads(true);
   const Limits lim = measure_limits(k.threads);
   int rc;

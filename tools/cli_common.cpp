@@ -108,16 +108,19 @@ RunResult run_case(const testing::SparsePrefillCase& c, const std::string& kerne
 namespace {
 
 template <typename Args, typename PlanFn, typename RunFn>
-Status time_args(Args args, const std::string& kernel, int threads, int warmup, int iters,
-                 PlanFn&& plan_fn, RunFn&& run_fn, std::string* kernel_out, Timing* timing) {
+Status time_args(Args args, const std::vector<std::string>& kernels, int threads, int warmup,
+                 int iters, PlanFn&& plan_fn, RunFn&& run_fn, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing) {
   testing::Outputs o = testing::bind_outputs(&args, false);
-  const Options options = make_options(kernel, threads);
-  Plan plan;
-  OPENMLA_RETURN_IF_ERROR(plan_fn(args, options, &plan));
-  *kernel_out = plan.kernel_name();
+  std::vector<Plan> plans(kernels.size());
+  kernel_out->clear();
+  for (std::size_t k = 0; k < kernels.size(); ++k) {
+    OPENMLA_RETURN_IF_ERROR(plan_fn(args, make_options(kernels[k], threads), &plans[k]));
+    kernel_out->push_back(plans[k].kernel_name());
+  }
   Status status;
-  *timing = time_runs(warmup, iters, [&] {
-    const Status s = run_fn(plan, args);
+  *timing = time_runs_interleaved(warmup, iters, plans.size(), [&](std::size_t k) {
+    const Status s = run_fn(plans[k], args);
     if (!s.ok()) status = s;
   });
   return status;
@@ -125,21 +128,24 @@ Status time_args(Args args, const std::string& kernel, int threads, int warmup, 
 
 }  // namespace
 
-Status time_case(const testing::SparseDecodeCase& c, const std::string& kernel, int threads,
-                 int warmup, int iters, std::string* kernel_out, Timing* timing) {
-  return time_args(c.args(), kernel, threads, warmup, iters, plan_sparse_decode,
+Status time_case(const testing::SparseDecodeCase& c, const std::vector<std::string>& kernels,
+                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing) {
+  return time_args(c.args(), kernels, threads, warmup, iters, plan_sparse_decode,
                    run_sparse_decode, kernel_out, timing);
 }
 
-Status time_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads,
-                 int warmup, int iters, std::string* kernel_out, Timing* timing) {
-  return time_args(c.args(), kernel, threads, warmup, iters, plan_dense_decode, run_dense_decode,
+Status time_case(const testing::DenseDecodeCase& c, const std::vector<std::string>& kernels,
+                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing) {
+  return time_args(c.args(), kernels, threads, warmup, iters, plan_dense_decode, run_dense_decode,
                    kernel_out, timing);
 }
 
-Status time_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads,
-                 int warmup, int iters, std::string* kernel_out, Timing* timing) {
-  return time_args(c.args(), kernel, threads, warmup, iters, plan_sparse_prefill,
+Status time_case(const testing::SparsePrefillCase& c, const std::vector<std::string>& kernels,
+                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing) {
+  return time_args(c.args(), kernels, threads, warmup, iters, plan_sparse_prefill,
                    run_sparse_prefill, kernel_out, timing);
 }
 

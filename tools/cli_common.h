@@ -45,14 +45,19 @@ struct Timing {
   double median_s = 0.0, min_s = 0.0;
 };
 
-/// Plans once (kernel "" = the registry's choice), then times `iters` run_* calls after `warmup`
-/// calls, as an engine reuses one plan across layers. `kernel_out` gets the chosen kernel.
-Status time_case(const testing::SparseDecodeCase& c, const std::string& kernel, int threads,
-                 int warmup, int iters, std::string* kernel_out, Timing* timing);
-Status time_case(const testing::DenseDecodeCase& c, const std::string& kernel, int threads,
-                 int warmup, int iters, std::string* kernel_out, Timing* timing);
-Status time_case(const testing::SparsePrefillCase& c, const std::string& kernel, int threads,
-                 int warmup, int iters, std::string* kernel_out, Timing* timing);
+/// Plans once per kernel (kernel "" = the registry's choice), then times `iters` run_* calls of
+/// each after `warmup` calls, as an engine reuses one plan across layers. With several kernels
+/// the calls alternate (k0, k1, ..., k0, k1, ...) so that a noisy machine affects all alike.
+/// `kernel_out` gets the chosen kernels, `timing` one entry per kernel.
+Status time_case(const testing::SparseDecodeCase& c, const std::vector<std::string>& kernels,
+                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing);
+Status time_case(const testing::DenseDecodeCase& c, const std::vector<std::string>& kernels,
+                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing);
+Status time_case(const testing::SparsePrefillCase& c, const std::vector<std::string>& kernels,
+                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
+                 std::vector<Timing>* timing);
 
 /// Compares every output with the spec §7.2 tolerances of the op; message empty when ok.
 struct CheckResult {
@@ -66,9 +71,10 @@ CheckResult check_prefill(const RunResult& answer, const RunResult& reference);
 /// Names of the registered kernels of `op` that can run here.
 std::vector<std::string> runnable_kernels(Op op);
 
-/// Median and minimum seconds over `iters` calls of fn after `warmup` calls.
+/// Median and minimum seconds of each of `count` functions fn(k) over `iters` rounds (after
+/// `warmup` rounds); every round calls fn(0) ... fn(count - 1) once.
 template <typename Fn>
-Timing time_runs(int warmup, int iters, Fn&& fn);
+std::vector<Timing> time_runs_interleaved(int warmup, int iters, std::size_t count, Fn&& fn);
 
 double now_seconds();
 

@@ -25,10 +25,14 @@ void progress(const std::string& what) {
 template <typename Case>
 bool run_row(const Case& c, double flops, const std::string& ref_name, bool prefill, Row* row) {
   progress(row->op + " " + row->model + ": best kernel");
-  Timing timing;
-  const Status timed = time_case(c, "", 0, 1, 5, &row->kernel, &timing);
-  row->ms = timing.median_s * 1e3;
-  row->tflops = flops / timing.median_s / 1e12;
+  std::vector<std::string> kernels;
+  std::vector<Timing> timings;
+  const Status timed = time_case(c, {""}, 0, 1, 5, &kernels, &timings);
+  if (timed.ok()) {
+    row->kernel = kernels[0];
+    row->ms = timings[0].median_s * 1e3;
+    row->tflops = flops / timings[0].median_s / 1e12;
+  }
   const RunResult best = run_case(c, "", 0);
   if (!timed.ok() || !best.status.ok()) {
     row->check = "FAILED: " + (timed.ok() ? best.status : timed).to_string();

@@ -1,19 +1,26 @@
-// Template body of cli::time_runs (kept out of cli_common.h's declarations).
+// Template body of cli::time_runs_interleaved (kept out of cli_common.h's declarations).
 #include <algorithm>
 
 namespace openmla::cli {
 
 template <typename Fn>
-Timing time_runs(int warmup, int iters, Fn&& fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<double> samples;
+std::vector<Timing> time_runs_interleaved(int warmup, int iters, std::size_t count, Fn&& fn) {
+  for (int i = 0; i < warmup; ++i)
+    for (std::size_t k = 0; k < count; ++k) fn(k);
+  std::vector<std::vector<double>> samples(count);
   for (int i = 0; i < std::max(iters, 1); ++i) {
-    const double start = now_seconds();
-    fn();
-    samples.push_back(now_seconds() - start);
+    for (std::size_t k = 0; k < count; ++k) {
+      const double start = now_seconds();
+      fn(k);
+      samples[k].push_back(now_seconds() - start);
+    }
   }
-  std::sort(samples.begin(), samples.end());
-  return {samples[samples.size() / 2], samples.front()};
+  std::vector<Timing> out;
+  for (std::vector<double>& s : samples) {
+    std::sort(s.begin(), s.end());
+    out.push_back({s[s.size() / 2], s.front()});
+  }
+  return out;
 }
 
 }  // namespace openmla::cli

@@ -110,6 +110,10 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
     };
     const int64_t record_bytes =
         p.kv.format == KvFormat::kBF16 ? D * 2 : p.kv.geometry.record_bytes;
+    // Pages of >= 4 KiB are streamed by the hardware prefetchers, and software prefetches of the
+    // next block only take fill buffers from the current block's tile loads (measured: 5-9 %
+    // slower with them); short pages are random jumps the hardware cannot follow.
+    const bool software_prefetch = ps * p.kv.token_stride < 4096;
     int cur = 0;
     if (begin < stop) collect(begin, std::min(Backend::kBlockN, stop - begin), cur);
     for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
@@ -118,9 +122,11 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
       LinePrefetcher pf;
       if (j1 < stop) {
         collect(j1, std::min(Backend::kBlockN, stop - j1), 1 - cur);
-        pf.records = recs[1 - cur].data();
-        pf.count = static_cast<int64_t>(recs[1 - cur].size());
-        pf.bytes = record_bytes;
+        if (software_prefetch) {
+          pf.records = recs[1 - cur].data();
+          pf.count = static_cast<int64_t>(recs[1 - cur].size());
+          pf.bytes = record_bytes;
+        }
       }
       uint16_t* keys = engine.keys();
       for (int64_t t = 0; t < n; ++t) {

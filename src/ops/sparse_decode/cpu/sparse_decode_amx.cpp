@@ -1,5 +1,5 @@
 // Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
-// Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per (row, piece) task,
+// Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per (row, piece, head group) task,
 // blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16), 32 at a
 // time straight into the QK A strip, and shared by all heads (heads are the GEMMs' head dimension).
 // Layouts (bf16 unless noted): K strip [32][d_qk] (A, L1-resident); Q^T VNNI [d_qk/2][hp][2] (B,
@@ -289,10 +289,9 @@ void dequant_strip(const E4M3Lut& lut, KvFormat format, int64_t d_qk, int64_t sp
   }
 }
 
-void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin, int64_t end,
-               float* o_part, float* lse_part) {
+void run_piece(const SparseDecodeParams& p, const PieceTask& t, const PieceOutput& out) {
   static thread_local Workspace ws;
-  const int64_t d_qk = p.head_dim, heads = p.heads_q;
+  const int64_t d_qk = p.head_dim, heads = t.h_end - t.h_begin;
   const int64_t hp = (heads + 15) / 16 * 16;
   uint16_t* qv = ws.qv.get(d_qk * hp);
   uint16_t* ks = ws.ks.get(32 * d_qk);
@@ -305,7 +304,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   float* alpha = ws.alpha.get(hp);
   TokenRef* refs = ws.refs.get(2 * kBlockRows);
   SD_PHASE_START;
-  pack_q(p.q + b * p.q_stride[0] + s * p.q_stride[1], p.q_stride[2], heads, hp, d_qk, qv);
+  pack_q(p.q + t.b * p.q_stride[0] + t.s * p.q_stride[1] + t.h_begin * p.q_stride[2], p.q_stride[2], heads, hp, d_qk, qv);
   for (int64_t h = 0; h < hp; ++h) {
     m[h] = -std::numeric_limits<float>::infinity();
     l[h] = 0.0f;
@@ -315,7 +314,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   const int64_t span = record_span(format, d_qk);
   const float c = p.softmax_scale * kLog2e;
   AmxTileScope tiles;
-  SlotCursor cursor(p, b, s, begin, end);
+  SlotCursor cursor(p, t.b, t.s, t.begin, t.end);
   int64_t cur = 0, n = cursor.next(refs, kBlockRows);
   bool first = true;
   prefetch_head(refs, n, span);
@@ -347,16 +346,14 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
     n = n_next;
     cur = 1 - cur;
   }
-  finish_piece_state(heads, m, l, acc, kLdO, o_part, lse_part);
+  finish_piece_state(t, m, l, acc, kLdO, out);
   SD_PHASE(5);
 }
 
 Status amx_run(const void* params, const ExecConfig& config) {
   const auto& p = *static_cast<const SparseDecodeParams*>(params);
   return run_split_tasks(p, config,
-                         [&](int64_t b, int64_t s, int64_t begin, int64_t end, float* o, float* lse) {
-                           run_piece(p, b, s, begin, end, o, lse);
-                         });
+                         [&](const PieceTask& t, const PieceOutput& out) { run_piece(p, t, out); });
 }
 
 }  // namespace

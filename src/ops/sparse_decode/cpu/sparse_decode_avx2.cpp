@@ -104,10 +104,9 @@ void pv(const float* pt, int64_t hp, int64_t heads, const float* kf, int64_t d_q
       pv_block<1, 8>(pt + h, hp, kf + v, d_qk, n, acc + h * kDimV + v);
 }
 
-void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin, int64_t end,
-               float* o_part, float* lse_part) {
+void run_piece(const SparseDecodeParams& p, const PieceTask& t, const PieceOutput& out) {
   static thread_local Workspace ws;
-  const int64_t d_qk = p.head_dim, heads = p.heads_q;
+  const int64_t d_qk = p.head_dim, heads = t.h_end - t.h_begin;
   const int64_t hp = (heads + 7) / 8 * 8;
   const int64_t row_align = hp == 8 ? 8 : 4;
   float* qt = ws.qt.get(d_qk * hp);
@@ -120,7 +119,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
   uint16_t* kb = ws.kb.get(d_qk);
   TokenRef* refs = ws.refs.get(kBlockRows);
 
-  const uint16_t* q = p.q + b * p.q_stride[0] + s * p.q_stride[1];
+  const uint16_t* q = p.q + t.b * p.q_stride[0] + t.s * p.q_stride[1] + t.h_begin * p.q_stride[2];
   std::memset(qt, 0, sizeof(float) * d_qk * hp);
   for (int64_t h = 0; h < heads; ++h) {
     const uint16_t* qh = q + h * p.q_stride[2];
@@ -132,7 +131,7 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
     l[h] = 0.0f;
   }
   const float c = p.softmax_scale * kLog2e;
-  SlotCursor cursor(p, b, s, begin, end);
+  SlotCursor cursor(p, t.b, t.s, t.begin, t.end);
   for (;;) {
     const int64_t n = cursor.next(refs, kBlockRows);
     if (n == 0) break;
@@ -164,15 +163,13 @@ void run_piece(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin,
     }
     pv(st, hp, heads, kf, d_qk, n, acc);
   }
-  finish_piece_state(heads, m, l, acc, kDimV, o_part, lse_part);
+  finish_piece_state(t, m, l, acc, kDimV, out);
 }
 
 Status avx2_run(const void* params, const ExecConfig& config) {
   const auto& p = *static_cast<const SparseDecodeParams*>(params);
   return run_split_tasks(p, config,
-                         [&](int64_t b, int64_t s, int64_t begin, int64_t end, float* o, float* lse) {
-                           run_piece(p, b, s, begin, end, o, lse);
-                         });
+                         [&](const PieceTask& t, const PieceOutput& out) { run_piece(p, t, out); });
 }
 
 }  // namespace

@@ -2,11 +2,13 @@
 //
 // Split plan: row (b, s) has the position list [0, topk) of the main cache followed by
 // [0, extra_topk) of the extra cache, P = topk + extra_topk positions. It is cut into
-// pieces = ceil(P / kMaxPieceSlots) pieces of ceil(P / pieces) positions. This depends only on
-// the request's own shape, never on batch or thread count, so outputs are bitwise identical
-// for any thread count and batch composition. Each (row, piece) is one task writing normalised
-// fp32 partials + natural-log lse; the single combine routine (cpu/combine.h) then merges them
-// (also for one piece, so the rounding path never changes).
+// pieces = ceil(P / max_piece_slots(heads_q)) pieces of ceil(P / pieces) positions. This depends
+// only on the request's shape, never on batch or thread count, so outputs are bitwise identical
+// for any thread count and batch composition. When (row, piece) units are fewer than threads,
+// each unit is also cut into head groups (heads are independent lanes, so no bit changes).
+// Multi-piece rows write normalised fp32 partials + natural-log lse that the single combine
+// routine (cpu/combine.h) merges; single-piece rows go through the same routine with one piece
+// straight from the kernel's finish (no partial buffer).
 // Inside a piece the valid slots are compacted (invalid / out-of-range / past-length slots are
 // never dereferenced) and handed to the kernel in blocks of at most `max_rows` tokens.
 // Everything has internal linkage: this header is compiled under different ISA flags.
@@ -28,7 +30,10 @@
 namespace openmla {
 namespace {
 
-constexpr int64_t kMaxPieceSlots = 1024;
+// Positions per piece: many heads make a long list worth one task (no partials, no merge); with
+// few heads, pieces keep small-batch rows parallel. Heads are part of the shape, so this still
+// depends on the request's shape alone.
+inline int64_t max_piece_slots(int64_t heads_q) { return heads_q >= 64 ? 4096 : 1024; }
 constexpr int64_t kDimV = 512;
 
 struct PieceGeometry {
@@ -40,7 +45,8 @@ struct PieceGeometry {
 inline PieceGeometry piece_geometry(const SparseDecodeParams& p) {
   PieceGeometry g;
   g.total = p.indices.topk + (p.has_extra ? p.extra_indices.topk : 0);
-  g.pieces = std::max<int64_t>(1, (g.total + kMaxPieceSlots - 1) / kMaxPieceSlots);
+  const int64_t max_slots = max_piece_slots(p.heads_q);
+  g.pieces = std::max<int64_t>(1, (g.total + max_slots - 1) / max_slots);
   g.length = (g.total + g.pieces - 1) / g.pieces;
   return g;
 }
@@ -134,29 +140,55 @@ class SlotCursor {
   PageDiv main_div_, extra_div_;
 };
 
-/// Runs every (row, piece) task through `piece_fn(b, s, begin, end, o_part, lse_part)` — which
-/// must write heads_q rows of 512 normalised floats (stride 512) and heads_q lse values — then
-/// merges each row with combine_partials.
-template <typename PieceFn>
-Status run_split_tasks(const SparseDecodeParams& p, const ExecConfig& config, PieceFn&& piece_fn) {
-  const PieceGeometry g = piece_geometry(p);
-  const int64_t rows = p.batch * p.seq_q;
-  const int64_t tasks = rows * g.pieces;
-  if (tasks == 0) return Status::Ok();
-  const int64_t per_task = p.heads_q * kDimV;
-  static thread_local AlignedBuffer<float> part_out_buf, part_lse_buf;
-  float* part_out = part_out_buf.get(tasks * per_task);
-  float* part_lse = part_lse_buf.get(tasks * p.heads_q);
-  parallel_for(tasks, config.num_threads, [&](int64_t task, int) {
-    const int64_t row = task / g.pieces, piece = task % g.pieces;
-    const int64_t begin = piece * g.length;
-    const int64_t end = std::min(g.total, begin + g.length);
-    piece_fn(row / p.seq_q, row % p.seq_q, begin, end, part_out + task * per_task,
-             part_lse + task * p.heads_q);
-  });
+/// One task: positions [begin, end) of row (b, s) for heads [h_begin, h_end).
+struct PieceTask {
+  int64_t b, s, begin, end, h_begin, h_end;
+};
+
+/// Where a task's finished heads go. With one piece per row the row is final: `emit` applies the
+/// combine (sink, bf16 rounding) straight into `out` / `lse`; otherwise it stores the normalised
+/// partial for the merge pass.
+class PieceOutput {
+ public:
+  PieceOutput(const SparseDecodeParams& p, const PieceTask& t, float* part_out, float* part_lse,
+              bool direct)
+      : p_(p), t_(t), part_out_(part_out), part_lse_(part_lse), direct_(direct) {}
+
+  /// Head h (absolute): `o` = 512 normalised floats, `lse` natural log (-inf: empty).
+  void emit(int64_t h, const float* o, float lse) const {
+    if (!direct_) {
+      std::memcpy(part_out_ + h * kDimV, o, kDimV * sizeof(float));
+      part_lse_[h] = lse;
+      return;
+    }
+    combine_partials(1, o, 0, &lse, 0, kDimV, p_.attn_sink ? p_.attn_sink + h * p_.sink_stride : nullptr,
+                     p_.out + t_.b * p_.out_stride[0] + t_.s * p_.out_stride[1] + h * p_.out_stride[2],
+                     p_.lse + t_.b * p_.lse_stride[0] + h * p_.lse_stride[1] + t_.s * p_.lse_stride[2]);
+  }
+
+ private:
+  const SparseDecodeParams& p_;
+  const PieceTask& t_;
+  float* part_out_;
+  float* part_lse_;
+  bool direct_;
+};
+
+/// Head groups per (row, piece) unit: 1 while the units alone occupy every thread, else enough
+/// groups of >= 32 heads to do so. Heads are independent lanes of every kernel, so the grouping
+/// never changes a result bit; token pieces (which do) stay a function of the shape alone.
+inline int64_t head_groups(int64_t heads, int64_t units, int threads) {
+  if (units >= threads) return 1;
+  return std::max<int64_t>(1, std::min<int64_t>((threads + units - 1) / units, heads / 32));
+}
+
+/// Merges the partials of every row of a split plan (pieces > 1) into out / lse.
+inline void combine_rows(const SparseDecodeParams& p, const PieceGeometry& g, const float* part_out,
+                         const float* part_lse, int num_threads) {
   constexpr int64_t kHeadGroup = 16;
+  const int64_t rows = p.batch * p.seq_q, per_task = p.heads_q * kDimV;
   const int64_t groups = (p.heads_q + kHeadGroup - 1) / kHeadGroup;
-  parallel_for(rows * groups, config.num_threads, [&](int64_t task, int) {
+  parallel_for(rows * groups, num_threads, [&](int64_t task, int) {
     const int64_t row = task / groups, group = task % groups;
     const int64_t b = row / p.seq_q, s = row % p.seq_q;
     const float* out_base = part_out + row * g.pieces * per_task;
@@ -169,25 +201,59 @@ Status run_split_tasks(const SparseDecodeParams& p, const ExecConfig& config, Pi
                        p.lse + b * p.lse_stride[0] + h * p.lse_stride[1] + s * p.lse_stride[2]);
     }
   });
+}
+
+/// Runs every task through `piece_fn(const PieceTask&, const PieceOutput&)`, which must emit each
+/// head of [h_begin, h_end) once; rows cut into several pieces are then merged by combine_rows.
+template <typename PieceFn>
+Status run_split_tasks(const SparseDecodeParams& p, const ExecConfig& config, PieceFn&& piece_fn) {
+  const PieceGeometry g = piece_geometry(p);
+  const int64_t rows = p.batch * p.seq_q;
+  const int64_t units = rows * g.pieces;
+  if (units == 0) return Status::Ok();
+  const int64_t groups = head_groups(p.heads_q, units, config.num_threads);
+  const int64_t group_heads = ((p.heads_q + groups - 1) / groups + 15) / 16 * 16;
+  const bool direct = g.pieces == 1;
+  const int64_t per_task = p.heads_q * kDimV;
+  static thread_local AlignedBuffer<float> part_out_buf, part_lse_buf;
+  float* part_out = direct ? nullptr : part_out_buf.get(units * per_task);
+  float* part_lse = direct ? nullptr : part_lse_buf.get(units * p.heads_q);
+  parallel_for(units * groups, config.num_threads, [&](int64_t task, int) {
+    const int64_t unit = task / groups, group = task % groups;
+    const int64_t row = unit / g.pieces, piece = unit % g.pieces;
+    PieceTask t;
+    t.b = row / p.seq_q;
+    t.s = row % p.seq_q;
+    t.begin = piece * g.length;
+    t.end = std::min(g.total, t.begin + g.length);
+    t.h_begin = group * group_heads;
+    t.h_end = std::min(p.heads_q, t.h_begin + group_heads);
+    if (t.h_begin >= t.h_end) return;
+    const PieceOutput out(p, t, direct ? nullptr : part_out + unit * per_task,
+                          direct ? nullptr : part_lse + unit * p.heads_q, direct);
+    piece_fn(t, out);
+  });
+  if (!direct) combine_rows(p, g, part_out, part_lse, config.num_threads);
   return Status::Ok();
 }
 
-/// Per-head running softmax state of one piece, in log2 units.
-inline void finish_piece_state(int64_t heads, const float* m, const float* l, const float* acc,
-                               int64_t acc_stride, float* o_part, float* lse_part) {
+/// Normalises the running state of heads [t.h_begin, t.h_end) (m, l, acc indexed from h_begin;
+/// log2 units) and emits each head.
+inline void finish_piece_state(const PieceTask& t, const float* m, const float* l, const float* acc,
+                               int64_t acc_stride, const PieceOutput& out) {
   constexpr double kLn2 = 0.6931471805599453;
-  for (int64_t h = 0; h < heads; ++h) {
-    float* o = o_part + h * kDimV;
-    if (!(l[h] > 0.0f)) {
-      std::memset(o, 0, kDimV * sizeof(float));
-      lse_part[h] = -std::numeric_limits<float>::infinity();
+  alignas(64) float row[kDimV];
+  for (int64_t i = 0; i < t.h_end - t.h_begin; ++i) {
+    if (!(l[i] > 0.0f)) {
+      std::memset(row, 0, sizeof(row));
+      out.emit(t.h_begin + i, row, -std::numeric_limits<float>::infinity());
       continue;
     }
-    const float inv = 1.0f / l[h];
-    const float* __restrict a = acc + h * acc_stride;
-    float* __restrict dst = o;
-    for (int64_t i = 0; i < kDimV; ++i) dst[i] = a[i] * inv;
-    lse_part[h] = static_cast<float>((static_cast<double>(m[h]) + std::log2(static_cast<double>(l[h]))) * kLn2);
+    const float inv = 1.0f / l[i];
+    const float* __restrict a = acc + i * acc_stride;
+    for (int64_t v = 0; v < kDimV; ++v) row[v] = a[v] * inv;
+    out.emit(t.h_begin + i, row,
+             static_cast<float>((static_cast<double>(m[i]) + std::log2(static_cast<double>(l[i]))) * kLn2));
   }
 }
 
