@@ -206,6 +206,24 @@ void pv_amx(const uint16_t* pb, int64_t hp, int64_t n_pad, const uint16_t* vv, f
   }
 }
 
+// Word permutation taking [a0..a15 | b0..b15] to [a0 b0 a1 b1 ... a15 b15].
+inline __m512i pair_interleave_index() {
+  alignas(64) int16_t idx[32];
+  for (int j = 0; j < 16; ++j) {
+    idx[2 * j] = static_cast<int16_t>(j);
+    idx[2 * j + 1] = static_cast<int16_t>(16 + j);
+  }
+  return _mm512_load_si512(idx);
+}
+
+// In-place transpose of a 16x16 matrix of 32-bit elements held in 16 vectors.
+inline void transpose16x16_epi32(__m512i r[16]) {
+  __m512 f[16];
+  for (int i = 0; i < 16; ++i) f[i] = _mm512_castsi512_ps(r[i]);
+  transpose16x16_ps(f);
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(f[i]);
+}
+
 // Online-softmax update of one block fused with the transpose: S^T fp32 [n_pad][hp] (raw scores)
 // -> P bf16 [hp][n_pad] (round to nearest even; rows >= n_valid give P = 0). Same update rule as
 // softmax_block_avx512 (lazy rescale, base 2, L from unrounded P); alpha[h] is the accumulator
@@ -214,8 +232,9 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
                   float* l, float* alpha, uint16_t* pb) {
   const __m512 cv = _mm512_set1_ps(c);
   const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512i pair = pair_interleave_index();
   bool any = false;
-  __m512 r[16];
+  __m512i r[16];
   for (int64_t j = 0; j < hp; j += 16) {
     __m512 bm = ninf;
     for (int64_t n = 0; n < n_valid; ++n)
@@ -230,20 +249,25 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
     _mm512_storeu_ps(m + j, m_new);
     _mm512_storeu_ps(alpha + j, _mm512_mask_blend_ps(rescale, _mm512_set1_ps(1.0f), a));
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
-    for (int64_t n0 = 0; n0 < n_pad; n0 += 16) {
+    for (int64_t n0 = 0; n0 < n_pad; n0 += 32) {
       for (int i = 0; i < 16; ++i) {
-        r[i] = n0 + i < n_valid
-                   ? exp2_avx512(_mm512_fmsub_ps(_mm512_load_ps(st + (n0 + i) * hp + j), cv, m_new))
-                   : _mm512_setzero_ps();
+        const int64_t n = n0 + 2 * i;
+        const __m512 e0 = n < n_valid ? exp2_avx512(_mm512_fmsub_ps(
+                                            _mm512_load_ps(st + n * hp + j), cv, m_new))
+                                      : _mm512_setzero_ps();
+        const __m512 e1 = n + 1 < n_valid ? exp2_avx512(_mm512_fmsub_ps(
+                                                _mm512_load_ps(st + (n + 1) * hp + j), cv, m_new))
+                                          : _mm512_setzero_ps();
+        sum0 = _mm512_add_ps(sum0, e0);
+        sum1 = _mm512_add_ps(sum1, e1);
+        // dword h = (bf16 P[n][h], bf16 P[n + 1][h]): one 16x16 dword transpose then gives each
+        // head's 32 keys in order (half the shuffles of transposing fp32 and converting after).
+        const __m512bh both = _mm512_cvtne2ps_pbh(e1, e0);
+        r[i] = _mm512_permutexvar_epi16(pair, reinterpret_cast<const __m512i&>(both));
       }
-      for (int i = 0; i < 16; i += 2) {
-        sum0 = _mm512_add_ps(sum0, r[i]);
-        sum1 = _mm512_add_ps(sum1, r[i + 1]);
-      }
-      transpose16x16_ps(r);
+      transpose16x16_epi32(r);
       for (int i = 0; i < 16; ++i)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(pb + (j + i) * p_stride(n_pad) + n0),
-                            reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(r[i])));
+        _mm512_storeu_si512(pb + (j + i) * p_stride(n_pad) + n0, r[i]);
     }
     const __m512 l_old = _mm512_loadu_ps(l + j);
     const __m512 l_scaled = _mm512_mask_mul_ps(l_old, rescale, l_old, a);
