@@ -1,11 +1,13 @@
 // Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
-// Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per (row, piece, head group) task,
-// blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact bf16), 32 at a
-// time straight into the QK A strip, and shared by all heads (heads are the GEMMs' head dimension).
-// Layouts (bf16 unless noted): K strip [32][d_qk] (A, L1-resident); Q^T VNNI [d_qk/2][hp][2] (B,
-// packed once per task); V = K[:, 0:512] VNNI [n_pad/2][512][2] (B); S^T fp32 [n_pad][hp];
-// P [hp][n_pad] (A, written transposed by the fused softmax pass); O fp32 [hp][512]. V and O rows
-// are padded by 64 B (2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens.
+// Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; per task (row, piece,
+// head group), blocks of up to kBlockRows valid tokens are gathered and dequantised ONCE (exact
+// bf16), 32 at a time straight into the QK A strip, and shared by all heads of the task (heads are
+// the GEMMs' head dimension).
+// Layouts (bf16 unless noted): K strip [32][d_qk] (A, L1-resident); Q^T VNNI B tiles
+// [d_qk/32][hp/16][16 pairs][16 heads][2], each a contiguous 1 KiB (packed once per task);
+// V = K[:, 0:512] VNNI [n_pad/2][512][2] (B); S^T fp32 [n_pad][hp]; P [hp][n_pad] (A, written
+// transposed by the fused softmax pass); O fp32 [hp][512]. V and O rows are padded by 64 B
+// (2 KiB tile strides alias in L1). Gathers prefetch kPrefetchAhead tokens.
 // Tiling: 16x64-B tiles, 2x2 blocking: QK S^T = K . Q^T (32 tokens x 32 heads, d_qk/32 k-steps),
 // PV O += P . V (32 heads x 32 columns; C tiles zeroed on the first block, else loaded from O).
 // Softmax: lazy online update in base 2 (rules of cpu/softmax_avx512.h), L from unrounded P, P
@@ -74,7 +76,8 @@ struct Workspace {
   AlignedBuffer<TokenRef> refs;
 };
 
-// Q (bf16 rows) -> VNNI pairs [d/2][hp][2] (16x16 dword transposes); pad heads zero.
+// Q (bf16 rows) -> VNNI B tiles [d/32][hp/16][16 pairs][16 heads][2], each a contiguous 1 KiB
+// (16x16 dword transposes); pad heads zero.
 void pack_q(const uint16_t* q, int64_t head_stride, int64_t heads, int64_t hp, int64_t d_qk,
             uint16_t* qv) {
   __m512 r[16];
@@ -84,7 +87,8 @@ void pack_q(const uint16_t* q, int64_t head_stride, int64_t heads, int64_t hp, i
         r[i] = h0 + i < heads ? _mm512_loadu_ps(q + (h0 + i) * head_stride + 2 * j0)
                               : _mm512_setzero_ps();
       transpose16x16_ps(r);
-      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(qv + ((j0 + k) * hp + h0) * 2, r[k]);
+      uint16_t* tile = qv + ((j0 / 16) * (hp / 16) + h0 / 16) * 512;
+      for (int k = 0; k < 16; ++k) _mm512_store_ps(tile + k * 32, r[k]);
     }
   }
 }
@@ -106,7 +110,7 @@ inline void interleave_rows(const uint16_t* a, const uint16_t* b, uint16_t* out)
 // 32 rows of S^T (row stride hp) = 32 K rows ks [32][d_qk] . Q^T, all head tiles.
 void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, float* st) {
   const int64_t ht = hp / 16, ksteps = d_qk / 32;
-  const int64_t ldk = d_qk * 2, ldq = hp * 4, lds = hp * 4;
+  const int64_t ldk = d_qk * 2, lds = hp * 4;
   const uint16_t* k1 = ks + 16 * d_qk;
   int64_t j = 0;
   for (; j + 2 <= ht; j += 2) {
@@ -115,10 +119,10 @@ void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, 
     _tile_zero(2);
     _tile_zero(3);
     for (int64_t k = 0; k < ksteps; ++k) {
-      const uint16_t* q = qv + k * 16 * hp * 2 + j * 32;
+      const uint16_t* q = qv + (k * ht + j) * 512;
       _tile_loadd(4, ks + k * 32, ldk);
-      _tile_loadd(6, q, ldq);
-      _tile_loadd(7, q + 32, ldq);
+      _tile_loadd(6, q, 64);
+      _tile_loadd(7, q + 512, 64);
       _tile_loadd(5, k1 + k * 32, ldk);
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(1, 4, 7);
@@ -135,7 +139,7 @@ void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, 
     _tile_zero(2);
     for (int64_t k = 0; k < ksteps; ++k) {
       _tile_loadd(4, ks + k * 32, ldk);
-      _tile_loadd(6, qv + k * 16 * hp * 2 + j * 32, ldq);
+      _tile_loadd(6, qv + (k * ht + j) * 512, 64);
       _tile_loadd(5, k1 + k * 32, ldk);
       _tile_dpbf16ps(0, 4, 6);
       _tile_dpbf16ps(2, 5, 6);
