@@ -1,5 +1,6 @@
 // FP32-FMA backend of cpu/attn_rows_engine.h for CPUs without AMX (include only from *_avx512.cpp
-// or *_avx2.cpp; the vector width follows the file's flags: 16 lanes with AVX-512, 8 with AVX2).
+// or *_avx2.cpp; the vector width follows the file's flags via cpu/fma_vec.h: 16 lanes with
+// AVX-512, 8 with AVX2).
 // bf16 is widened to fp32 by a shift and multiplied with FMA (VDPBF16PS runs at half the FMA
 // rate on the target core class). Layouts: Q^T fp32 [D][Mp] (packed per begin()), keys widened
 // to fp32 [n][D] once per block (V = first 512 dims), S^T / P fp32 [n][Mp], O fp32 [Mp][512].
@@ -17,36 +18,16 @@
 #include <limits>
 
 #include "cpu/attn_rows_engine.h"
+#include "cpu/fma_vec.h"
 #include "formats/kv_format.h"
 #if defined(__AVX512F__)
-#include "cpu/fp8_convert_avx512.h"
 #include "cpu/softmax_avx512.h"
-#else
-#include "cpu/fp8_convert.h"
 #endif
 
 namespace openmla {
 namespace {
 
-#if defined(__AVX512F__)
-using FmaVec = __m512;
-constexpr int kFmaLanes = 16;
-inline FmaVec fv_load(const float* p) { return _mm512_loadu_ps(p); }
-inline void fv_store(float* p, FmaVec v) { _mm512_storeu_ps(p, v); }
-inline FmaVec fv_set1(float x) { return _mm512_set1_ps(x); }
-inline FmaVec fv_zero() { return _mm512_setzero_ps(); }
-inline FmaVec fv_fma(FmaVec a, FmaVec b, FmaVec c) { return _mm512_fmadd_ps(a, b, c); }
-constexpr int kQkVecs = 4;
-#else
-using FmaVec = __m256;
-constexpr int kFmaLanes = 8;
-inline FmaVec fv_load(const float* p) { return _mm256_loadu_ps(p); }
-inline void fv_store(float* p, FmaVec v) { _mm256_storeu_ps(p, v); }
-inline FmaVec fv_set1(float x) { return _mm256_set1_ps(x); }
-inline FmaVec fv_zero() { return _mm256_setzero_ps(); }
-inline FmaVec fv_fma(FmaVec a, FmaVec b, FmaVec c) { return _mm256_fmadd_ps(a, b, c); }
-constexpr int kQkVecs = 2;
-
+#if !defined(__AVX512F__)
 /// Exact update rule without lazy rescaling (see softmax_avx512.h for the contract).
 inline bool softmax_block_portable(float* st, int64_t n_valid, int64_t n_pad, int64_t hp, float c,
                                    float* m, float* l, float* alpha) {
@@ -74,27 +55,6 @@ inline bool softmax_block_portable(float* st, int64_t n_valid, int64_t n_pad, in
     l[j] = l[j] * a + sum;
   }
   return any;
-}
-
-inline void dequant_token_portable(KvFormat format, int64_t head_dim, const uint8_t* rec,
-                                   const uint8_t* scales, uint16_t* out) {
-  if (format == KvFormat::kV32) {
-    for (int tile = 0; tile < 4; ++tile) {
-      const float scale = load_unaligned<float>(rec + 512 + 4 * tile);
-      dequant_tile_portable(rec + 128 * tile, 128, pow2_scale_add_f32(scale), scale,
-                            out + 128 * tile);
-    }
-    std::memcpy(out + 512, rec + 528, 128);
-  } else if (format == KvFormat::kModel1) {
-    for (int tile = 0; tile < 7; ++tile) {
-      const uint8_t code = scales[tile];
-      dequant_tile_portable(rec + 64 * tile, 64, pow2_scale_add_ue8m0(code), ue8m0_to_float(code),
-                            out + 64 * tile);
-    }
-    std::memcpy(out + 448, rec + 448, 128);
-  } else {
-    std::memcpy(out, rec, head_dim * 2);
-  }
 }
 #endif
 
@@ -200,20 +160,14 @@ class FmaAttnBackend {
 
   void load_token(KvFormat format, int64_t D, const uint8_t* rec, const uint8_t* scales,
                   uint16_t* out) const {
-#if defined(__AVX512F__)
-    dequant_token_avx512(lut_, format, D, rec, scales, out);
-#else
-    dequant_token_portable(format, D, rec, scales, out);
-#endif
+    dequant_(format, D, rec, scales, out);
   }
 
  private:
   int64_t Mp_ = 0, D_ = 0;
   float *qt_ = nullptr, *kf_ = nullptr;
   AlignedBuffer<float> qt_buf_, kf_buf_;
-#if defined(__AVX512F__)
-  E4M3Lut lut_ = load_e4m3_lut();
-#endif
+  FmaTokenDequant dequant_;
 };
 
 }  // namespace

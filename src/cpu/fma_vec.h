@@ -1,0 +1,96 @@
+// Width-generic fp32-FMA vector layer of the non-AMX kernels (include only from *_avx512.cpp or
+// *_avx2.cpp): the vector type follows the file's flags, 16 lanes (__m512) with AVX-512, else 8
+// lanes (__m256, AVX2 + FMA). Kernels written against FmaVec / fv_* / kFmaLanes compile once per
+// width. kQkVecs is the number of head vectors a broadcast-K QK tile keeps in accumulators
+// (4 x 16 lanes, 2 x 8 lanes: what the register file holds next to the broadcast rows).
+// FmaTokenDequant picks the bit-exact FP8 token dequant of the same ISA: the VBMI byte-permute
+// tables of fp8_convert_avx512.h, or the portable table path of fp8_convert.h.
+// Everything has internal linkage: the header is compiled under different ISA flags.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "formats/kv_format.h"
+#if defined(__AVX512F__)
+#include "cpu/fp8_convert_avx512.h"
+#else
+#include "cpu/fp8_convert.h"
+#endif
+
+namespace openmla {
+namespace {
+
+#if defined(__AVX512F__)
+using FmaVec = __m512;
+constexpr int kFmaLanes = 16;
+inline FmaVec fv_load(const float* p) { return _mm512_loadu_ps(p); }
+inline void fv_store(float* p, FmaVec v) { _mm512_storeu_ps(p, v); }
+inline FmaVec fv_set1(float x) { return _mm512_set1_ps(x); }
+inline FmaVec fv_zero() { return _mm512_setzero_ps(); }
+inline FmaVec fv_fma(FmaVec a, FmaVec b, FmaVec c) { return _mm512_fmadd_ps(a, b, c); }
+inline FmaVec fv_mul(FmaVec a, FmaVec b) { return _mm512_mul_ps(a, b); }
+/// kFmaLanes bf16 words -> fp32 (exact: the word becomes the high half).
+inline FmaVec fv_load_bf16(const uint16_t* p) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(w), 16));
+}
+constexpr int kQkVecs = 4;
+#else
+using FmaVec = __m256;
+constexpr int kFmaLanes = 8;
+inline FmaVec fv_load(const float* p) { return _mm256_loadu_ps(p); }
+inline void fv_store(float* p, FmaVec v) { _mm256_storeu_ps(p, v); }
+inline FmaVec fv_set1(float x) { return _mm256_set1_ps(x); }
+inline FmaVec fv_zero() { return _mm256_setzero_ps(); }
+inline FmaVec fv_fma(FmaVec a, FmaVec b, FmaVec c) { return _mm256_fmadd_ps(a, b, c); }
+inline FmaVec fv_mul(FmaVec a, FmaVec b) { return _mm256_mul_ps(a, b); }
+/// kFmaLanes bf16 words -> fp32 (exact: the word becomes the high half).
+inline FmaVec fv_load_bf16(const uint16_t* p) {
+  const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(w), 16));
+}
+constexpr int kQkVecs = 2;
+
+inline void dequant_token_portable(KvFormat format, int64_t head_dim, const uint8_t* rec,
+                                   const uint8_t* scales, uint16_t* out) {
+  if (format == KvFormat::kV32) {
+    for (int tile = 0; tile < 4; ++tile) {
+      const float scale = load_unaligned<float>(rec + 512 + 4 * tile);
+      dequant_tile_portable(rec + 128 * tile, 128, pow2_scale_add_f32(scale), scale,
+                            out + 128 * tile);
+    }
+    std::memcpy(out + 512, rec + 528, 128);
+  } else if (format == KvFormat::kModel1) {
+    for (int tile = 0; tile < 7; ++tile) {
+      const uint8_t code = scales[tile];
+      dequant_tile_portable(rec + 64 * tile, 64, pow2_scale_add_ue8m0(code), ue8m0_to_float(code),
+                            out + 64 * tile);
+    }
+    std::memcpy(out + 448, rec + 448, 128);
+  } else {
+    std::memcpy(out, rec, head_dim * 2);
+  }
+}
+#endif
+
+/// One V32 / MODEL1 / BF16 token record -> head_dim bf16 words, bit-exact with dequantize_token
+/// (`scales`: the MODEL1 scale record, else unused).
+struct FmaTokenDequant {
+  void operator()(KvFormat format, int64_t head_dim, const uint8_t* rec, const uint8_t* scales,
+                  uint16_t* out) const {
+#if defined(__AVX512F__)
+    dequant_token_avx512(lut, format, head_dim, rec, scales, out);
+#else
+    dequant_token_portable(format, head_dim, rec, scales, out);
+#endif
+  }
+#if defined(__AVX512F__)
+  E4M3Lut lut = load_e4m3_lut();
+#endif
+};
+
+}  // namespace
+}  // namespace openmla
