@@ -13,7 +13,7 @@
 namespace openmla::testing {
 namespace {
 
-constexpr uint16_t kBf16NaN = 0x7FC0;
+constexpr uint16_t kBf16NaN = 0x7FC0;  // also a NaN as fp16 (exponent all ones, mantissa != 0)
 
 int64_t fp8_page_bytes(KvFormat format, int64_t page_size) {
   return format == KvFormat::kV32 ? (page_size + 1) * 656 : (584 * page_size + 575) / 576 * 576;
@@ -106,9 +106,10 @@ IndexBuild make_indices(const SparseDecodeConfig& c, int64_t topk, int64_t token
   return r;
 }
 
-OwnedTensor make_latents(int64_t blocks, int64_t page, int64_t heads, int64_t dim, Rng& rng) {
-  OwnedTensor t = make_owned(DType::kBF16, {blocks, page, heads, dim}, false);
-  fill_normal_bf16(t, rng, 0.1f, 0.0f, 1.0f);
+OwnedTensor make_latents(int64_t blocks, int64_t page, int64_t heads, int64_t dim, Rng& rng,
+                         DType dtype = DType::kBF16) {
+  OwnedTensor t = make_owned(dtype, {blocks, page, heads, dim}, false);
+  fill_normal(t, rng, 0.1f, 0.0f, 1.0f);
   return t;
 }
 
@@ -176,7 +177,7 @@ SparseDecodeCase make_sparse_decode_case(const SparseDecodeConfig& c) {
   Rng rng(c.seed);
   r.head_dim = format_geometry(c.format, c.head_dim).head_dim;
   r.q = make_owned(DType::kBF16, {c.batch, c.seq_q, c.heads_q, r.head_dim}, c.non_contiguous);
-  fill_normal_bf16(r.q, rng, 1.0f, 0.0f, 1.0f);
+  fill_normal(r.q, rng, 1.0f, 0.0f, 1.0f);
   const PagedLayout layout = make_layout(c.batch, c.cache_tokens, c.page_size, rng);
   IndexBuild main = make_indices(c, c.topk, c.cache_tokens, c.page_size, c.topk_length, layout, rng);
   r.kv = finish_sparse_cache(c, r.head_dim, c.page_size, layout, main, rng);
@@ -217,8 +218,8 @@ DenseDecodeCase make_dense_decode_case(const DenseDecodeConfig& c) {
   r.config = c;
   Rng rng(c.seed);
   r.head_dim = format_geometry(c.format, c.head_dim).head_dim;
-  r.q = make_owned(DType::kBF16, {c.batch, c.seq_q, c.heads_q, r.head_dim}, c.non_contiguous);
-  fill_normal_bf16(r.q, rng, 0.1f, 0.0f, 1.0f);
+  r.q = make_owned(c.dtype, {c.batch, c.seq_q, c.heads_q, r.head_dim}, c.non_contiguous);
+  fill_normal(r.q, rng, 0.1f, 0.0f, 1.0f);
   std::vector<int64_t> length(c.batch);
   int64_t max_blocks = 1, total_blocks = 1;
   for (int64_t b = 0; b < c.batch; ++b) {
@@ -231,7 +232,8 @@ DenseDecodeCase make_dense_decode_case(const DenseDecodeConfig& c) {
     total_blocks += blocks;
     r.total_tokens += length[b];
   }
-  OwnedTensor latents = make_latents(total_blocks, c.page_size, c.heads_kv, r.head_dim, rng);
+  OwnedTensor latents =
+      make_latents(total_blocks, c.page_size, c.heads_kv, r.head_dim, rng, c.dtype);
   std::vector<int32_t> pool(total_blocks);
   std::iota(pool.begin(), pool.end(), 0);
   for (int64_t i = total_blocks - 1; i > 0; --i) std::swap(pool[i], pool[rng.below(i + 1)]);
@@ -271,9 +273,9 @@ SparsePrefillCase make_sparse_prefill_case(const SparsePrefillConfig& c) {
   r.config = c;
   Rng rng(c.seed);
   r.q = make_owned(DType::kBF16, {c.seq_q, c.heads_q, c.head_dim}, c.non_contiguous);
-  fill_normal_bf16(r.q, rng, 0.1f, static_cast<float>(rng.uniform() * 0.1 - 0.05), 10.0f);
+  fill_normal(r.q, rng, 0.1f, static_cast<float>(rng.uniform() * 0.1 - 0.05), 10.0f);
   r.kv = make_owned(DType::kBF16, {c.seq_kv, c.heads_kv, c.head_dim}, c.non_contiguous);
-  fill_normal_bf16(r.kv, rng, 0.1f, static_cast<float>(rng.uniform() * 0.1 - 0.05), 10.0f);
+  fill_normal(r.kv, rng, 0.1f, static_cast<float>(rng.uniform() * 0.1 - 0.05), 10.0f);
   r.indices = make_owned(DType::kI32, {c.seq_q, c.heads_kv, c.topk}, c.non_contiguous);
   const int64_t invalid[8] = {INT32_MIN, -123456, -1, c.seq_kv, 114514, 1919810, 2147480000, INT32_MAX};
   std::vector<int64_t> length(c.seq_q, c.topk);
@@ -312,9 +314,10 @@ SparsePrefillCase make_sparse_prefill_case(const SparsePrefillConfig& c) {
 
 namespace {
 
-Outputs decode_outputs(int64_t batch, int64_t seq_q, int64_t heads_q, bool non_contiguous) {
+Outputs decode_outputs(int64_t batch, int64_t seq_q, int64_t heads_q, bool non_contiguous,
+                       DType out_dtype = DType::kBF16) {
   Outputs o;
-  o.out = make_owned(DType::kBF16, {batch, seq_q, heads_q, 512}, non_contiguous);
+  o.out = make_owned(out_dtype, {batch, seq_q, heads_q, 512}, non_contiguous);
   std::fill_n(reinterpret_cast<uint16_t*>(o.out.storage.data()), o.out.storage.size() * 4, kBf16NaN);
   o.lse = make_owned(DType::kF32, {batch, seq_q, heads_q}, false);
   std::fill_n(reinterpret_cast<float*>(o.lse.storage.data()), o.lse.storage.size() * 2, NAN);
@@ -335,7 +338,8 @@ Outputs bind_outputs(SparseDecodeArgs* args, bool non_contiguous) {
 }
 
 Outputs bind_outputs(DenseDecodeArgs* args, bool non_contiguous) {
-  Outputs o = decode_outputs(args->q.shape[0], args->q.shape[1], args->q.shape[2], non_contiguous);
+  Outputs o = decode_outputs(args->q.shape[0], args->q.shape[1], args->q.shape[2], non_contiguous,
+                             args->q.dtype);
   args->out = o.out.view;
   args->lse = o.lse.view;
   return o;

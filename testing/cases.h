@@ -16,7 +16,7 @@ struct CacheBundle {
   KvFormat format = KvFormat::kV32;
   int64_t num_blocks = 0, page_size = 0, heads_kv = 1, head_dim = 0;
   OwnedTensor cache;    ///< what kernels read
-  OwnedTensor latents;  ///< bf16 [num_blocks, page_size, heads_kv, head_dim] before quantising
+  OwnedTensor latents;  ///< bf16 (BF16 layout: or fp16) [blocks, page, heads_kv, dim], unquantised
 };
 
 /// Allocates a cache of `num_blocks` pages and quantises / copies `latents` into it. FP8 pages
@@ -53,6 +53,7 @@ SparseDecodeCase make_sparse_decode_case(const SparseDecodeConfig& config);
 
 struct DenseDecodeConfig {
   KvFormat format = KvFormat::kBF16;
+  DType dtype = DType::kBF16;  ///< q, out and (BF16 format) the cache: kBF16 or kF16
   int64_t head_dim = 576;  ///< BF16 only; FP8 formats fix it
   int64_t batch = 2, seq_q = 1, heads_q = 16, heads_kv = 1, page_size = 64, cache_tokens = 256;
   bool varlen = true, zero_lengths = false, causal = false, non_contiguous = false;
@@ -86,8 +87,8 @@ struct SparsePrefillCase {
 
 SparsePrefillCase make_sparse_prefill_case(const SparsePrefillConfig& config);
 
-/// Output buffers for one run: out bf16, lse (decode: FlashMLA's transposed [b, h, s] view of a
-/// [b, s, h] buffer), max_logits (prefill only).
+/// Output buffers for one run: out bf16 (dense decode: q's dtype), lse (decode: FlashMLA's
+/// transposed [b, h, s] view of a [b, s, h] buffer), max_logits (prefill only).
 struct Outputs {
   OwnedTensor out, lse, max_logits;
 };

@@ -66,8 +66,11 @@ std::vector<float> to_float_vector(const TensorView& t) {
   for (int64_t i = 0; i < n; ++i) {
     int64_t off = 0;
     for (int d = 0; d < t.ndim; ++d) off += idx[d] * t.stride[d];
-    if (t.dtype == DType::kBF16) out.push_back(bf16_to_float(static_cast<const uint16_t*>(t.data)[off]));
-    else out.push_back(static_cast<const float*>(t.data)[off]);
+    const uint16_t* words = static_cast<const uint16_t*>(t.data);
+    const float* floats = static_cast<const float*>(t.data);
+    out.push_back(t.dtype == DType::kBF16  ? bf16_to_float(words[off])
+                  : t.dtype == DType::kF16 ? fp16_to_float(words[off])
+                                           : floats[off]);
     for (int d = t.ndim - 1; d >= 0; --d) {
       if (++idx[d] < t.shape[d]) break;
       idx[d] = 0;
@@ -76,12 +79,15 @@ std::vector<float> to_float_vector(const TensorView& t) {
   return out;
 }
 
-void fill_normal_bf16(const OwnedTensor& t, Rng& rng, float scale, float shift, float limit) {
+void fill_normal(const OwnedTensor& t, Rng& rng, float scale, float shift, float limit) {
   // Fills the whole backing store (padding included): padding is never read by a correct kernel.
   uint16_t* p = reinterpret_cast<uint16_t*>(const_cast<uint64_t*>(t.storage.data()));
   const std::size_t n = t.storage.size() * 4;
-  for (std::size_t i = 0; i < n; ++i)
-    p[i] = float_to_bf16(std::clamp(rng.normal() * scale + shift, -limit, limit));
+  const bool fp16 = t.view.dtype == DType::kF16;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float x = std::clamp(rng.normal() * scale + shift, -limit, limit);
+    p[i] = fp16 ? float_to_fp16(x) : float_to_bf16(x);
+  }
 }
 
 void fill_sink(const OwnedTensor& t, Rng& rng) {

@@ -44,11 +44,12 @@ OwnedTensor make_owned(DType dtype, const std::vector<int64_t>& shape, bool non_
 OwnedTensor make_owned_strided(DType dtype, const std::vector<int64_t>& shape,
                                const std::vector<int64_t>& stride, int64_t storage_elements);
 
-/// Reads a bf16 / f32 tensor in logical row-major order as floats.
+/// Reads a bf16 / fp16 / f32 tensor in logical row-major order as floats.
 std::vector<float> to_float_vector(const TensorView& t);
 
-/// Fills a bf16 tensor with clamp(normal * scale + shift, -limit, limit), rounded to bf16.
-void fill_normal_bf16(const OwnedTensor& t, Rng& rng, float scale, float shift, float limit);
+/// Fills a bf16 or fp16 tensor with clamp(normal * scale + shift, -limit, limit), rounded to
+/// its dtype (RNE).
+void fill_normal(const OwnedTensor& t, Rng& rng, float scale, float shift, float limit);
 
 /// An attention-sink vector: normal values with ~31 % +inf and ~31 % -inf (FlashMLA's tests).
 void fill_sink(const OwnedTensor& t, Rng& rng);

@@ -148,7 +148,8 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
 int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   testing::DenseDecodeConfig c;
   const std::string format = f.get("format", "bf16");
-  c.format = parse_format(format);
+  c.format = parse_format(format);  // fp16: the BF16 layout holding fp16, with fp16 q and out
+  c.dtype = format == "fp16" ? DType::kF16 : DType::kBF16;
   c.head_dim = f.get_int("d-qk", 576);
   c.batch = f.get_int("batch", 4);
   c.seq_q = f.get_int("seq-q", 1);

@@ -169,10 +169,11 @@ CheckResult check_status(const RunResult& answer, const RunResult& reference) {
 
 }  // namespace
 
-CheckResult check_decode(const RunResult& answer, const RunResult& reference) {
+CheckResult check_decode(const RunResult& answer, const RunResult& reference,
+                         const testing::Tolerance& out_tol) {
   CheckResult c = check_status(answer, reference);
   if (!c.ok) return c;
-  merge(&c, testing::compare(answer.out, reference.out, testing::kDecodeOut), "out");
+  merge(&c, testing::compare(answer.out, reference.out, out_tol), "out");
   merge(&c, testing::compare(answer.lse, reference.lse, testing::kDecodeLse), "lse");
   return c;
 }

@@ -65,7 +65,9 @@ struct CheckResult {
   double max_abs_err = 0.0;
   std::string message;
 };
-CheckResult check_decode(const RunResult& answer, const RunResult& reference);
+/// `out_tol`: kDecodeOut (sparse decode) or kDenseDecodeOut.
+CheckResult check_decode(const RunResult& answer, const RunResult& reference,
+                         const testing::Tolerance& out_tol = testing::kDecodeOut);
 CheckResult check_prefill(const RunResult& answer, const RunResult& reference);
 
 /// Names of the registered kernels of `op` that can run here.

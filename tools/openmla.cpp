@@ -44,7 +44,7 @@ void usage() {
       "        sparse-decode: --model v32|model1|bf16 --batch --seq-q --heads --topk\n"
       "                       --extra-topk --page-size --extra-page-size --cache-tokens\n"
       "                       --extra-cache-tokens --sink\n"
-      "        dense-decode:  --format bf16|v32|model1 --batch --seq-q --heads --heads-kv\n"
+      "        dense-decode:  --format bf16|fp16|v32|model1 --batch --seq-q --heads --heads-kv\n"
       "                       --cache-tokens --page-size --causal --d-qk\n"
       "        sparse-prefill: --seq-q --seq-kv --heads --heads-kv --topk --d-qk --sink\n"
       "environment: OPENMLA_VERBOSE=1|2, OPENMLA_KERNEL=name, OPENMLA_MAX_ISA=none|avx2|avx512|amx,\n"

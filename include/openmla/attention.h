@@ -55,14 +55,14 @@ Status sparse_decode(const SparseDecodeArgs& args, const Options& options = {});
 
 /// Dense decode over a paged cache (FlashMLA `flash_mla_with_kvcache` without `indices`).
 struct DenseDecodeArgs {
-  TensorView q;              ///< [batch, seq_q, heads_q, head_dim] bf16
-  TensorView kv_cache;       ///< bf16 [blocks, page, heads_kv, head_dim] or FP8 view (heads_kv 1)
+  TensorView q;              ///< [batch, seq_q, heads_q, head_dim] bf16 or fp16
+  TensorView kv_cache;       ///< q's dtype [blocks, page, heads_kv, head_dim] or FP8 (bf16 q only)
   TensorView block_table;    ///< [batch, max_blocks] int32
   TensorView cache_seqlens;  ///< [batch] int32
   float softmax_scale = 0.0f;  ///< 0: head_dim^-0.5
   bool causal = false;         ///< query s sees keys j < len - (seq_q - 1 - s)
   int64_t head_dim_v = 512;
-  TensorView out;  ///< [batch, seq_q, heads_q, head_dim_v] bf16
+  TensorView out;  ///< [batch, seq_q, heads_q, head_dim_v] in q's dtype
   TensorView lse;  ///< [batch, heads_q, seq_q] fp32
 };
 Status plan_dense_decode(const DenseDecodeArgs& args, const Options& options, Plan* plan);

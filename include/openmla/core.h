@@ -85,7 +85,8 @@ TensorView make_strided_tensor(void* data, DType dtype, std::initializer_list<in
 
 /// KV-cache byte formats (see README "Formats").
 enum class KvFormat : int32_t {
-  kBF16 = 0,    ///< plain bf16 latents, [num_blocks, page_size, heads_kv, head_dim]
+  kBF16 = 0,    ///< plain 16-bit latents, [num_blocks, page_size, heads_kv, head_dim]: bf16
+                ///< (dense decode: bf16 or fp16, the dtype of q)
   kV32 = 1,     ///< DeepSeek V3.2: 656 bytes per token (512 e4m3, 4 fp32 scales, 64 bf16 RoPE)
   kModel1 = 2,  ///< DeepSeek V4: per page 576-byte records then 8-byte ue8m0 scale records
 };

@@ -79,6 +79,11 @@ def _is_bf16(x):
     return str(getattr(x, "dtype", "")).endswith("bfloat16")
 
 
+def _is_fp16(x):
+    """torch.float16 or NumPy's float16."""
+    return str(getattr(x, "dtype", "")) in ("float16", "torch.float16")
+
+
 def flash_mla_with_kvcache(
     q,
     k_cache,
@@ -107,10 +112,12 @@ def flash_mla_with_kvcache(
     [blocks, page, 1, 584] views as made by `quantize_k_cache`) or, as an openmla extension, a
     bf16 cache; with `attn_sink`, `topk_length`, `extra_k_cache`, `extra_indices_in_kvcache`,
     `extra_topk_length` as in FlashMLA. Without `indices`: dense decode with `block_table` and
-    `cache_seqlens` over a bf16 cache [blocks, page, h_k, d] or (openmla extension) an FP8 cache.
+    `cache_seqlens` over a cache [blocks, page, h_k, d] of q's dtype (bfloat16 or float16, as
+    FlashMLA) or (openmla extension, bfloat16 q) an FP8 cache.
 
-    Returns `(out, lse)`: out [b, s_q, h_q, head_dim_v] bfloat16 and lse [b, h_q, s_q] float32
-    (sparse: a transposed view of a [b, s_q, h_q] buffer, as FlashMLA). Rows with nothing to
+    Returns `(out, lse)`: out [b, s_q, h_q, head_dim_v] bfloat16 (dense decode: q's dtype, so
+    float16 for float16 q) and lse [b, h_q, s_q] float32 (sparse: a transposed view of a
+    [b, s_q, h_q] buffer, as FlashMLA). Rows with nothing to
     attend get out = 0 and lse = +inf. `out=` / `lse=` (keyword-only) receive the results in
     place instead of new arrays.
     """
@@ -181,11 +188,12 @@ def flash_mla_with_kvcache(
             "block_table and cache_seqlens are required for dense attention (no indices)"
         )
         if out is None:
-            out = family.empty((b, s_q, h_q, head_dim_v), "bfloat16")
+            out = family.empty((b, s_q, h_q, head_dim_v), "float16" if _is_fp16(q) else "bfloat16")
         if lse is None:
             lse = family.empty((b, h_q, s_q), "float32")
         arrays = (q, k_cache, block_table, cache_seqlens)
-        plan = _plan_for(sched_meta, ("dense", bool(causal)) + tuple(shape_of(x) for x in arrays))
+        key = ("dense", bool(causal), str(q.dtype)) + tuple(shape_of(x) for x in arrays)
+        plan = _plan_for(sched_meta, key)
         _C.dense_decode(
             native(q), native(k_cache), native(block_table), native(cache_seqlens),
             native(out), native(lse),

@@ -1,4 +1,4 @@
-// The RNE encoders for fp16, e4m3 and ue8m0.
+// The RNE encoders for e4m3 and ue8m0 (fp16 is inline in dtype.h).
 #include "core/dtype.h"
 
 namespace openmla {
@@ -20,35 +20,6 @@ uint8_t float_to_e4m3(float f) {
   }
   if (exponent > 15 || (exponent == 15 && mantissa == 7)) return sign | 0x7F;
   return sign | static_cast<uint8_t>((exponent << 3) | mantissa);
-}
-
-float fp16_to_float(uint16_t h) {
-  const float sign = (h & 0x8000) ? -1.0f : 1.0f;
-  const int exponent = (h >> 10) & 0x1F;
-  const int mantissa = h & 0x3FF;
-  if (exponent == 0x1F) return mantissa ? std::nanf("") : sign * INFINITY;
-  if (exponent == 0) return sign * std::ldexp(static_cast<float>(mantissa), -24);
-  return sign * std::ldexp(1.0f + mantissa / 1024.0f, exponent - 15);
-}
-
-uint16_t float_to_fp16(float f) {
-  const uint16_t sign = std::signbit(f) ? 0x8000 : 0x0000;
-  if (std::isnan(f)) return sign | 0x7E00;
-  const float a = std::fabs(f);
-  if (std::isinf(f)) return sign | 0x7C00;
-  if (a < 6.103515625e-05f) {  // below 2^-14: subnormal grid of step 2^-24
-    return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));
-  }
-  int e;
-  const float m = std::frexp(a, &e);
-  int exponent = e - 1 + 15;
-  int mantissa = static_cast<int>(std::nearbyint((m * 2.0f - 1.0f) * 1024.0f));
-  if (mantissa == 1024) {
-    mantissa = 0;
-    ++exponent;
-  }
-  if (exponent >= 31) return sign | 0x7C00;
-  return sign | static_cast<uint16_t>((exponent << 10) | mantissa);
 }
 
 uint8_t float_to_ue8m0(float f) {

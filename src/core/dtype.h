@@ -33,8 +33,33 @@ inline uint16_t float_to_bf16(float f) {
 /// Rounds a float to the nearest bf16 value and returns it as float.
 inline float round_to_bf16(float f) { return bf16_to_float(float_to_bf16(f)); }
 
-float fp16_to_float(uint16_t h);
-uint16_t float_to_fp16(float f);
+/// Exact fp16 -> float. NaN stays NaN (made quiet, sign and payload kept, as F16C does).
+inline float fp16_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t rest = h & 0x7FFFu;
+  if (rest >= 0x7C00u) {
+    const uint32_t quiet = rest > 0x7C00u ? 0x00400000u : 0u;
+    return bits_float(sign | 0x7F800000u | quiet | ((rest & 0x3FFu) << 13));
+  }
+  if (rest >= 0x0400u) return bits_float(sign | ((rest << 13) + 0x38000000u));  // rebias 15 -> 127
+  return bits_float(sign | float_bits(static_cast<float>(rest) * 5.9604644775390625e-08f));
+}
+
+/// float -> fp16, round-to-nearest-even with integer arithmetic (cheap enough for per-element
+/// output rounding). At or above 65520 (the tie above 65504) gives inf; NaN gives sign | 0x7E00.
+inline uint16_t float_to_fp16(float f) {
+  const uint32_t u = float_bits(f);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7FFFFFFFu;
+  if (a > 0x7F800000u) return sign | 0x7E00u;
+  if (a >= 0x477FF000u) return sign | 0x7C00u;
+  if (a >= 0x38800000u) {  // >= 2^-14: normal; a rounding carry may bump the exponent
+    const uint32_t r = a - 0x38000000u;
+    return sign | static_cast<uint16_t>((r + 0xFFFu + ((r >> 13) & 1u)) >> 13);
+  }
+  // Subnormal: after adding 0.5 the float step is 2^-24, so the FPU's RNE add does the rounding.
+  return sign | static_cast<uint16_t>(float_bits(bits_float(a) + 0.5f) - 0x3F000000u);
+}
 
 namespace detail {
 /// fp32 bit pattern of an e4m3fn code, built with integer arithmetic only (usable in constexpr).

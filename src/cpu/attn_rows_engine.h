@@ -1,7 +1,9 @@
 // Online-softmax driver shared by the CPU dense-decode and sparse-prefill kernels: M query rows
 // (bf16, all reading the same key sequence, e.g. every query head of one kv head x the seq_q
 // queries of a request) attend to keys handed over in blocks of at most Backend::kBlockN rows.
-// Layouts: keys bf16 [kBlockN][D] (filled by the caller; V = K[:, 0:512]), scores / P fp32
+// Rows and keys may be fp16 instead where the backend declares kReadsFp16 (it widens them to
+// fp32 exactly); the others only ever see bf16 (their kernels reject fp16 up front).
+// Layouts: keys 16-bit [kBlockN][D] (filled by the caller; V = K[:, 0:512]), scores / P fp32
 // [n_pad][Mp] ("S^T": one row per key, heads along the vector, Mp = M rounded up to 16), running
 // max m (log2 units), sum l and accumulator O fp32 [Mp][512]. The backend supplies the two GEMMs
 // (QK -> S^T, P.V -> O) and the block softmax; this file only sequences them.
@@ -18,8 +20,10 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <type_traits>
 
 #include "cpu/aligned_buffer.h"
+#include "openmla/core.h"
 
 namespace openmla {
 namespace {
@@ -54,14 +58,23 @@ struct LinePrefetcher {
   void flush() { issue(count * (bytes / 64 + 1)); }
 };
 
+/// Whether Backend also reads fp16 rows and keys: it declares `static constexpr bool
+/// kReadsFp16 = true` and `void set_fp16(bool)`.
+template <class Backend, class = void>
+struct BackendReadsFp16 : std::false_type {};
+template <class Backend>
+struct BackendReadsFp16<Backend, std::void_t<decltype(Backend::kReadsFp16)>>
+    : std::integral_constant<bool, Backend::kReadsFp16> {};
+
 template <class Backend>
 class RowsAttention {
  public:
   static constexpr int64_t kBlockN = Backend::kBlockN;
 
-  /// Starts a new key sequence for rows q_rows[0..M) (each D bf16 values).
+  /// Starts a new key sequence for rows q_rows[0..M) (each D values of `dtype`, which is also the
+  /// dtype of the keys: kBF16, or kF16 for a backend that reads fp16).
   void begin(int64_t M, int64_t D, float softmax_scale, bool track_max,
-             const uint16_t* const* q_rows) {
+             const uint16_t* const* q_rows, DType dtype = DType::kBF16) {
     M_ = M;
     Mp_ = (M + 15) / 16 * 16;
     D_ = D;
@@ -82,10 +95,11 @@ class RowsAttention {
       raw_max_[r] = -std::numeric_limits<float>::infinity();
     }
     std::memset(o_, 0, sizeof(float) * Mp_ * kRowsDimV);
+    if constexpr (BackendReadsFp16<Backend>::value) backend_.set_fp16(dtype == DType::kF16);
     backend_.begin(M, Mp_, D, q_rows);
   }
 
-  /// Buffer for the next block's keys: [kBlockN][D] bf16.
+  /// Buffer for the next block's keys: [kBlockN][D] 16-bit words of begin()'s dtype.
   uint16_t* keys() { return keys_; }
   const Backend& backend() const { return backend_; }
   Backend& backend() { return backend_; }

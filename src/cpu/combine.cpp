@@ -8,8 +8,8 @@
 namespace openmla {
 
 void combine_partials(int64_t pieces, const float* partial_out, int64_t out_stride,
-                      const float* partial_lse, int64_t lse_stride, int64_t dim,
-                      const float* sink, uint16_t* out, float* lse_out) {
+                      const float* partial_lse, int64_t lse_stride, int64_t dim, const float* sink,
+                      uint16_t* out, float* lse_out, DType out_dtype) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
   double mx = -kInf;
   for (int64_t k = 0; k < pieces; ++k) mx = std::fmax(mx, partial_lse[k * lse_stride]);
@@ -42,7 +42,11 @@ void combine_partials(int64_t pieces, const float* partial_out, int64_t out_stri
       const float* o = partial_out + k * out_stride + base;
       for (int64_t i = 0; i < n; ++i) acc[i] += w * o[i];
     }
-    for (int64_t i = 0; i < n; ++i) out[base + i] = float_to_bf16(acc[i]);
+    if (out_dtype == DType::kF16) {
+      for (int64_t i = 0; i < n; ++i) out[base + i] = float_to_fp16(acc[i]);
+    } else {
+      for (int64_t i = 0; i < n; ++i) out[base + i] = float_to_bf16(acc[i]);
+    }
   }
 }
 

@@ -1,9 +1,10 @@
 // FP32-FMA backend of cpu/attn_rows_engine.h for CPUs without AMX (include only from *_avx512.cpp
 // or *_avx2.cpp; the vector width follows the file's flags via cpu/fma_vec.h: 16 lanes with
 // AVX-512, 8 with AVX2).
-// bf16 is widened to fp32 by a shift and multiplied with FMA (VDPBF16PS runs at half the FMA
-// rate on the target core class). Layouts: Q^T fp32 [D][Mp] (packed per begin()), keys widened
-// to fp32 [n][D] once per block (V = first 512 dims), S^T / P fp32 [n][Mp], O fp32 [Mp][512].
+// bf16 is widened to fp32 by a shift (fp16, after set_fp16(true), by F16C; both exact) and
+// multiplied with FMA (VDPBF16PS runs at half the FMA rate on the target core class). Layouts:
+// Q^T fp32 [D][Mp] (packed per begin()), keys widened to fp32 [n][D] once per block (V = first
+// 512 dims), S^T / P fp32 [n][Mp], O fp32 [Mp][512].
 // QK: S^T[n][m] = sum_d K[n][d] Q^T[d][m] with 4 keys x (4 | 2) vectors of accumulators and
 // broadcast K. PV: O[m][:] += sum_n P[n][m] V[n][:] with 2 rows x 4 vectors of accumulators.
 // Softmax: cpu/softmax_avx512.h with AVX-512, an exact scalar-exp2 version otherwise (same
@@ -86,6 +87,10 @@ class FmaAttnBackend {
  public:
   static constexpr int64_t kBlockN = 64;
   static constexpr int64_t kPadN = 4;
+  static constexpr bool kReadsFp16 = true;
+
+  /// Q rows and keys are fp16 (true) or bf16 (false) until the next call.
+  void set_fp16(bool fp16) { fp16_ = fp16; }
 
   void begin(int64_t M, int64_t Mp, int64_t D, const uint16_t* const* q_rows) {
     Mp_ = Mp;
@@ -94,7 +99,9 @@ class FmaAttnBackend {
     kf_ = kf_buf_.get(kBlockN * D);
     for (int64_t d = 0; d < D; ++d)
       for (int64_t m = 0; m < Mp; ++m)
-        qt_[d * Mp + m] = m < M ? bf16_to_float(q_rows[m][d]) : 0.0f;
+        qt_[d * Mp + m] = m >= M  ? 0.0f
+                          : fp16_ ? _cvtsh_ss(q_rows[m][d])
+                                  : bf16_to_float(q_rows[m][d]);
   }
   void end() {}
   void pack_v(const uint16_t*, int64_t, int64_t) {}
@@ -102,7 +109,11 @@ class FmaAttnBackend {
 
   void qk(const uint16_t* keys, int64_t n_pad, float* st, LinePrefetcher& pf) {
     pf.flush();
-    widen_bf16(keys, n_pad * D_, kf_);
+    if (fp16_) {
+      widen_fp16(keys, n_pad * D_, kf_);
+    } else {
+      widen_bf16(keys, n_pad * D_, kf_);
+    }
     const int64_t nv = Mp_ / kFmaLanes;
     for (int64_t n = 0; n < n_pad; n += 4) {
       for (int64_t j = 0; j < nv; j += kQkVecs) {
@@ -164,6 +175,23 @@ class FmaAttnBackend {
   }
 
  private:
+  /// n fp16 words -> fp32 with F16C (exact).
+  static void widen_fp16(const uint16_t* src, int64_t n, float* dst) {
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    for (; i + 16 <= n; i += 16) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+      _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(h));
+    }
+#endif
+    for (; i + 8 <= n; i += 8) {
+      const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+      _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+    }
+    for (; i < n; ++i) dst[i] = _cvtsh_ss(src[i]);
+  }
+
+  bool fp16_ = false;
   int64_t Mp_ = 0, D_ = 0;
   float *qt_ = nullptr, *kf_ = nullptr;
   AlignedBuffer<float> qt_buf_, kf_buf_;

@@ -63,7 +63,7 @@ Status select_kernel(Op op, const void* params, const Options& options,
     return invalid_argument(std::string("kernel ") + forced + " is not a registered " +
                             op_name(op) + " kernel (see `openmla info`)");
   }
-  std::string rejected;
+  std::string rejected, declined;  // declined: the host could run it, the problem does not fit
   for (const KernelEntry* k : list) {
     const std::string reason = why_not(*k, params);
     if (reason.empty()) {
@@ -73,11 +73,13 @@ Status select_kernel(Op op, const void* params, const Options& options,
         std::string line = std::string(op_name(op)) + " -> " + k->name;
         if (k->isa == Isa::kNone && effective_isa() != Isa::kNone)
           line += " (reference kernel: no optimised kernel accepts this problem)";
+        if (verbose_level() == 1 && !declined.empty()) line += " (declined:" + declined + ")";
         log_message(line);
       }
       return Status::Ok();
     }
     rejected += std::string(" ") + k->name + " (" + reason + ")";
+    if (kernel_runnable(*k)) declined += std::string(" ") + k->name + ": " + reason;
   }
   return unsupported(std::string("no ") + op_name(op) + " kernel accepts this problem:" + rejected);
 }

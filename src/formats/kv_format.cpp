@@ -45,12 +45,19 @@ Status make_fp8_cache(const TensorView& t, const std::string& n, KvFormat format
   return Status::Ok();
 }
 
-Status make_bf16_cache(const TensorView& t, const std::string& n, int64_t head_dim,
-                       PagedCache* cache) {
-  OPENMLA_RETURN_IF_ERROR(check_tensor(t, n.c_str(), {DType::kBF16}, 4, true));
+Status make_16bit_cache(const TensorView& t, const std::string& n, int64_t head_dim, DType dtype16,
+                        PagedCache* cache) {
+  OPENMLA_RETURN_IF_ERROR(check_tensor(t, n.c_str(), {DType::kBF16, DType::kF16}, 4, true));
+  if (t.dtype != dtype16) {
+    return Status(StatusCode::kWrongDtype,
+                  n + ": expected dtype " + dtype_name(dtype16) +
+                      " (a 16-bit cache takes the dtype of q or the latents), got " +
+                      dtype_name(t.dtype));
+  }
   OPENMLA_RETURN_IF_ERROR(check_dim(t, n.c_str(), 3, head_dim, "head_dim"));
   if (t.shape[2] < 1) return invalid_argument(n + ": heads_kv (shape[2]) must be at least 1");
   cache->format = KvFormat::kBF16;
+  cache->dtype = dtype16;
   cache->geometry = format_geometry(KvFormat::kBF16, head_dim);
   cache->heads_kv = t.shape[2];
   cache->head_dim = head_dim;
@@ -62,12 +69,12 @@ Status make_bf16_cache(const TensorView& t, const std::string& n, int64_t head_d
 
 }  // namespace
 
-Status make_paged_cache(const TensorView& t, const char* name, int64_t head_dim,
-                        PagedCache* cache) {
+Status make_paged_cache(const TensorView& t, const char* name, int64_t head_dim, PagedCache* cache,
+                        DType dtype16) {
   const std::string n(name);
   if (!t.present()) return invalid_argument(n + ": required tensor is missing");
-  if (t.dtype == DType::kBF16) {
-    OPENMLA_RETURN_IF_ERROR(make_bf16_cache(t, n, head_dim, cache));
+  if (t.dtype == DType::kBF16 || t.dtype == DType::kF16) {
+    OPENMLA_RETURN_IF_ERROR(make_16bit_cache(t, n, head_dim, dtype16, cache));
   } else {
     KvFormat format;
     if (head_dim == 576) {

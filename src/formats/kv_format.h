@@ -4,7 +4,8 @@
 // [512,528); [528,656) 64 bf16 RoPE. Records are 656 B apart inside a page.
 // MODEL1 page of P tokens: token t's 576-B record at 576t ([0,448) e4m3 NoPE, [448,576) 64 bf16
 // RoPE), then its 8-B scale record at 576P + 8t (7 ue8m0 scales for tiles of 64, 1 pad byte).
-// BF16: [num_blocks, page_size, heads_kv, head_dim] with arbitrary outer strides.
+// BF16: [num_blocks, page_size, heads_kv, head_dim] with arbitrary outer strides; the elements
+// are bf16, or fp16 where the op allows it (dense decode with fp16 q).
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,7 @@ FormatGeometry format_geometry(KvFormat format, int64_t head_dim);
 
 struct PagedCache {
   KvFormat format = KvFormat::kBF16;
+  DType dtype = DType::kBF16;  ///< BF16 layout: the element type (kBF16 or kF16)
   FormatGeometry geometry{};
   const uint8_t* base = nullptr;
   int64_t num_blocks = 0, page_size = 0, heads_kv = 1, head_dim = 0;
@@ -45,13 +47,16 @@ struct PagedCache {
   }
 };
 
-/// Validates `t` as a cache for `head_dim` (FP8 dtypes pick V32/MODEL1 from head_dim; bf16 picks
-/// BF16) and fills `cache`. `name` prefixes error messages.
-Status make_paged_cache(const TensorView& t, const char* name, int64_t head_dim,
-                        PagedCache* cache);
+/// Validates `t` as a cache for `head_dim` (FP8 dtypes pick V32/MODEL1 from head_dim; a 16-bit
+/// dtype picks BF16) and fills `cache`. A 16-bit cache must have dtype `dtype16` (the op's q
+/// dtype: bf16, or fp16 for dense decode); the other 16-bit type is kWrongDtype. `name` prefixes
+/// error messages.
+Status make_paged_cache(const TensorView& t, const char* name, int64_t head_dim, PagedCache* cache,
+                        DType dtype16 = DType::kBF16);
 
 /// Decodes one token of one kv head into bf16 bit patterns, exactly as FlashMLA's reference
-/// dequantiser (V32: fp32 product rounded to bf16; MODEL1: bf16 x bf16 rounded to bf16).
+/// dequantiser (V32: fp32 product rounded to bf16; MODEL1: bf16 x bf16 rounded to bf16). A BF16
+/// layout cache is copied verbatim (fp16 words stay fp16, see `cache.dtype`).
 void dequantize_token(const PagedCache& cache, int64_t block, int64_t offset, int64_t head,
                       uint16_t* out);
 

@@ -1,6 +1,7 @@
-// Every class of bad argument to the public API returns a non-ok Status (never crashes, never
+// Every class of bad argument to the attention ops returns a non-ok Status (never crashes, never
 // writes) whose message names the offending argument. Each case mutates one field of a valid
-// baseline call; the baseline itself is checked to succeed.
+// baseline call; the baseline itself is checked to succeed. KV-cache functions:
+// test_api_errors_kv_cache.cpp.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,16 +23,6 @@ using openmla::StatusCode;
 const float kNaNf = std::numeric_limits<float>::quiet_NaN();
 const float kInff = std::numeric_limits<float>::infinity();
 constexpr int64_t k2p40 = int64_t{1} << 40;
-
-::testing::AssertionResult Fails(const Status& st, const std::string& needle,
-                                 StatusCode code = StatusCode::kInvalidArgument) {
-  if (st.ok()) return ::testing::AssertionFailure() << "call succeeded, expected an error naming '" << needle << "'";
-  if (st.code() != code)
-    return ::testing::AssertionFailure() << "wrong code: " << st.to_string();
-  if (st.message().find(needle) == std::string::npos)
-    return ::testing::AssertionFailure() << "message does not name '" << needle << "': " << st.message();
-  return ::testing::AssertionSuccess();
-}
 
 struct Mutation {
   std::string what;
@@ -404,6 +395,54 @@ TEST(ApiErrorsDenseDecode, BadArgumentsAreNamed) {
   });
 }
 
+void make_fp16(DenseDecodeBase& b) {
+  b.args.q.dtype = DType::kF16;
+  b.args.kv_cache.dtype = DType::kF16;
+  b.args.out.dtype = DType::kF16;
+}
+
+TEST(ApiErrorsDenseDecode, Fp16QueryCacheAndOutSucceed) {
+  DenseDecodeBase b;
+  make_fp16(b);
+  const Status st = openmla::dense_decode(b.args);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  DenseDecodeBase fp8;  // the FP8 cache of MixedDtypesAreNamed works with bf16 q
+  fp8.args.kv_cache =
+      contiguous_view(reinterpret_cast<uint8_t*>(fp8.kv.data()), DType::kU8, {3, 4, 1, 656});
+  const Status st8 = openmla::dense_decode(fp8.args);
+  EXPECT_TRUE(st8.ok()) << st8.to_string();
+}
+
+TEST(ApiErrorsDenseDecode, MixedDtypesAreNamed) {
+  using B = DenseDecodeBase;
+  const StatusCode wrong = StatusCode::kWrongDtype;
+  check_dense_decode_mutation("fp16 q, bf16 cache", "kv_cache: expected dtype float16", wrong,
+                              [](B& b) {
+                                b.args.q.dtype = DType::kF16;
+                                b.args.out.dtype = DType::kF16;
+                              });
+  check_dense_decode_mutation("bf16 q, fp16 cache", "kv_cache: expected dtype bfloat16", wrong,
+                              [](B& b) { b.args.kv_cache.dtype = DType::kF16; });
+  check_dense_decode_mutation("fp16 q and cache, bf16 out", "out: expected dtype float16", wrong,
+                              [](B& b) {
+                                make_fp16(b);
+                                b.args.out.dtype = DType::kBF16;
+                              });
+  check_dense_decode_mutation("bf16 q and cache, fp16 out", "out: expected dtype bfloat16", wrong,
+                              [](B& b) { b.args.out.dtype = DType::kF16; });
+  check_dense_decode_mutation("fp32 q", "q:", wrong, [](B& b) { b.args.q.dtype = DType::kF32; });
+  check_dense_decode_mutation("fp16 lse", "lse:", wrong, [](B& b) {
+    make_fp16(b);
+    b.args.lse.dtype = DType::kF16;
+  });
+  check_dense_decode_mutation(
+      "fp16 q, FP8 cache", "q: float16 q needs a float16 kv_cache", wrong, [](B& b) {
+        make_fp16(b);
+        b.args.kv_cache =
+            contiguous_view(reinterpret_cast<uint8_t*>(b.kv.data()), DType::kU8, {3, 4, 1, 656});
+      });
+}
+
 TEST(ApiErrorsDenseDecode, EmptyCacheWithZeroPageSizeIsRejectedNotDividedBy) {
   DenseDecodeBase b;
   b.seqlens = {0, 0};
@@ -526,92 +565,6 @@ TEST(ApiErrorsSparsePrefill, PlanMismatchAndUnknownKernelAreRejected) {
   openmla::Options o;
   o.kernel = "bogus";
   EXPECT_TRUE(Fails(openmla::sparse_prefill(b.args, o), "bogus"));
-}
-
-// ---------------------------------------------------------------- KV-cache functions
-
-TEST(ApiErrorsKvCache, PageBytesRejectsSizesWhoseByteCountOverflows) {
-  int64_t bytes = 0;
-  EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kBF16, int64_t{1} << 31, int64_t{1} << 40, 65536, &bytes).ok());
-  EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kBF16, int64_t{1} << 31, int64_t{1} << 40, 1, &bytes).ok());
-  EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kV32, 64, 576, 1, nullptr).ok());
-  EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kV32, -1, 576, 1, &bytes).ok());
-  EXPECT_TRUE(Fails(openmla::kv_page_bytes(KvFormat::kModel1, 64, 512, 0, &bytes), "heads_kv"));
-  KvFormat f;
-  EXPECT_TRUE(Fails(openmla::fp8_format_for_head_dim(128, &f), "head_dim", StatusCode::kUnsupported));
-}
-
-TEST(ApiErrorsKvCache, QuantiseAndDequantiseNameTheBadArgument) {
-  std::vector<uint16_t> lat(2 * 2 * 576, 0);
-  std::vector<uint8_t> cache(2 * 2 * 656, 0);
-  const TensorView src = contiguous_view(lat.data(), DType::kBF16, {2, 2, 1, 576});
-  const TensorView dst = contiguous_view(cache.data(), DType::kU8, {2, 2, 1, 656});
-  ASSERT_TRUE(openmla::quantize_kv_cache(src, KvFormat::kV32, dst).ok());
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kBF16, dst), "format"));
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kModel1, dst), "dst"));
-  TensorView bad = src;
-  bad.shape[0] = 1;
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src"));
-  bad = src;
-  bad.dtype = DType::kF32;
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src", StatusCode::kWrongDtype));
-  TensorView bad_dst = dst;
-  bad_dst.stride[1] = 700;
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kV32, bad_dst), "dst"));
-  bad_dst = dst;
-  bad_dst.data = nullptr;
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kV32, bad_dst), "dst"));
-  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, bad), "dst", StatusCode::kWrongDtype));
-  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kBF16, src), "format"));
-  TensorView cuda = src;
-  cuda.device = Device::kCuda;
-  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, cuda), "dst", StatusCode::kUnsupported));
-}
-
-TEST(ApiErrorsKvCache, WriteTokensNamesTheBadArgument) {
-  std::vector<uint16_t> lat(2 * 576, 0);
-  std::vector<uint8_t> cache(2 * 2 * 656, 0);
-  std::vector<int32_t> slots = {0, 3};
-  const TensorView l = contiguous_view(lat.data(), DType::kBF16, {2, 576});
-  const TensorView s = contiguous_view(slots.data(), DType::kI32, {2});
-  const TensorView c = contiguous_view(cache.data(), DType::kU8, {2, 2, 1, 656});
-  ASSERT_TRUE(openmla::write_kv_tokens(l, s, KvFormat::kV32, c).ok());
-  TensorView bad = l;
-  bad.shape[1] = 512;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents"));
-  bad = l;
-  bad.dtype = DType::kF16;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents", StatusCode::kWrongDtype));
-  TensorView bs = s;
-  bs.shape[0] = 1;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping"));
-  bs = s;
-  bs.dtype = DType::kF32;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping", StatusCode::kWrongDtype));
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, s, KvFormat::kModel1, c), "cache"));
-  std::vector<uint16_t> two_heads(2 * 2 * 2 * 576, 0);
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, s, KvFormat::kBF16,
-                                             contiguous_view(two_heads.data(), DType::kBF16, {2, 2, 2, 576})),
-                    "cache", StatusCode::kUnsupported));
-}
-
-TEST(ApiErrorsKvCache, AbsIndicesConversionNamesTheBadArgument) {
-  std::vector<int32_t> abs = {0, 1, 2, 3}, bt = {0, 1}, out(4, 0);
-  const TensorView a = contiguous_view(abs.data(), DType::kI32, {1, 1, 4});
-  const TensorView t = contiguous_view(bt.data(), DType::kI32, {1, 2});
-  const TensorView o = contiguous_view(out.data(), DType::kI32, {1, 1, 4});
-  ASSERT_TRUE(openmla::abs_indices_to_cache_indices(a, t, 2, o).ok());
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a, t, 0, o), "page_size"));
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a, t, -4, o), "page_size"));
-  TensorView bt2 = t;
-  bt2.shape[0] = 2;
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a, bt2, 2, o), "block_table"));
-  TensorView o2 = o;
-  o2.shape[2] = 3;
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a, t, 2, o2), "out"));
-  TensorView a2 = a;
-  a2.dtype = DType::kI64;
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a2, t, 2, o), "abs_indices", StatusCode::kWrongDtype));
 }
 
 }  // namespace

@@ -126,17 +126,21 @@ def sparse_decode_case(layout, h_q, s_k, topk, block_size, with_extra):
         check_is_allclose("lse", lse, ref_lse, 1e-6, 8.01 / 65536, 1e-7)
 
 
-def dense_decode_case():
+def dense_decode_case(dtype=torch.bfloat16):
+    """FlashMLA's dense decode runs in bf16 or fp16 (q and cache alike; out in q's dtype)."""
     b, s_q, h_q, h_kv, d, block_size = 2, 2, 16, 1, 576, 64
     cache_seqlens = torch.tensor([100, 37], dtype=torch.int32)
     kv, block_table = make_paged(b, 128, block_size, d)
+    if dtype != torch.bfloat16:
+        kv = (torch.randn(kv.shape) / 10).clamp(-1, 1).to(dtype)
     for i in range(b):
         for j in range(int(cache_seqlens[i]), block_table.shape[1] * block_size):
             kv[block_table[i, j // block_size], j % block_size] = float("nan")
-    q = (torch.randn(b, s_q, h_q, d) / 10).clamp(-1, 1).to(torch.bfloat16)
+    q = (torch.randn(b, s_q, h_q, d) / 10).clamp(-1, 1).to(dtype)
     sched_meta, num_splits = flash_mla.get_mla_metadata(cache_seqlens, s_q * h_q // h_kv, h_kv)
     out, lse = flash_mla.flash_mla_with_kvcache(q, kv, block_table, cache_seqlens, 512, sched_meta,
                                                 num_splits, causal=True)
+    assert out.dtype == dtype and lse.dtype == torch.float32
     ref_out = torch.zeros(b, s_q, h_q, 512, dtype=torch.float64)
     ref_lse = torch.zeros(b, h_q, s_q, dtype=torch.float64)
     for i in range(b):
@@ -146,7 +150,7 @@ def dense_decode_case():
         for j in range(s_q):
             o, l, _ = attend(q[i, j].double(), keys[: L - (s_q - 1 - j)], d ** -0.5, 512, None)
             ref_out[i, j], ref_lse[i, :, j] = o, l
-    check_is_allclose("dense out", out.float(), ref_out.to(torch.bfloat16).float(), 8e-4, 2.01 / 128, 5e-6)
+    check_is_allclose("dense out", out.float(), ref_out.to(dtype).float(), 8e-4, 2.01 / 128, 5e-6)
     check_is_allclose("dense lse", lse, ref_lse, 1e-6, 8.01 / 65536, 1e-7)
 
 
@@ -177,7 +181,8 @@ def sparse_prefill_case(d):
 if __name__ == "__main__":
     sparse_decode_case(quant.FP8KVCacheLayout.V32_FP8Sparse, 64, 300, 128, 64, with_extra=False)
     sparse_decode_case(quant.FP8KVCacheLayout.MODEL1_FP8Sparse, 64, 300, 128, 61, with_extra=True)
-    dense_decode_case()
+    dense_decode_case(torch.bfloat16)
+    dense_decode_case(torch.float16)
     sparse_prefill_case(576)
     sparse_prefill_case(512)
     print("flashmla_api_script: all checks passed")

@@ -1,4 +1,5 @@
-"""flash_mla_with_kvcache without indices (dense decode) against the float64 reference."""
+"""flash_mla_with_kvcache without indices (dense decode) against the float64 reference, with
+bfloat16 and (as FlashMLA) float16 q / cache / out."""
 
 import numpy as np
 import pytest
@@ -10,14 +11,20 @@ from mla_ref import BF16, MODEL1, V32, f64, non_contiguous, to_family
 UNUSED_BLOCK = 2147480000
 
 
-def make_case(rng, b, s_q, h_q, h_k, d, page, seqlens):
-    """bf16 cache with NaN in every slot beyond each length and unused block-table entries set
-    to 2147480000 (FlashMLA's dense-decode test inputs)."""
+def randn16(rng, shape, dtype):
+    """randn / 10 clamped to [-1, 1] in `dtype` (BF16 or np.float16)."""
+    x = np.clip(rng.standard_normal(shape) * 0.1, -1.0, 1.0)
+    return x.astype(np.float32).astype(dtype)
+
+
+def make_case(rng, b, s_q, h_q, h_k, d, page, seqlens, dtype=BF16):
+    """Cache (bf16, or float16 with dtype=np.float16) with NaN in every slot beyond each length
+    and unused block-table entries set to 2147480000 (FlashMLA's dense-decode test inputs)."""
     max_blocks = max(1, max((int(n) + page - 1) // page for n in seqlens)) + 1
     num_blocks = b * max_blocks
     perm = rng.permutation(num_blocks)
     table = np.full((b, max_blocks), UNUSED_BLOCK, np.int64)
-    cache = mla_ref.randn_bf16(rng, (num_blocks, page, h_k, d), 0.1, 1.0).astype(np.float32)
+    cache = randn16(rng, (num_blocks, page, h_k, d), dtype).astype(np.float32)
     poisoned = np.ones((num_blocks, page), bool)
     for bi, n in enumerate(seqlens):
         used = (int(n) + page - 1) // page
@@ -25,8 +32,8 @@ def make_case(rng, b, s_q, h_q, h_k, d, page, seqlens):
         for j in range(int(n)):
             poisoned[table[bi, j // page], j % page] = False
     cache[poisoned] = np.nan
-    q = mla_ref.randn_bf16(rng, (b, s_q, h_q, d), 0.1, 1.0)
-    return q, cache.astype(BF16), table.astype(np.int32), np.asarray(seqlens, np.int32)
+    q = randn16(rng, (b, s_q, h_q, d), dtype)
+    return q, cache.astype(dtype), table.astype(np.int32), np.asarray(seqlens, np.int32)
 
 
 def run_and_check(family, q, cache, table, seqlens, causal, keys=None, scale=None, noncontig=True):
@@ -43,7 +50,15 @@ def run_and_check(family, q, cache, table, seqlens, causal, keys=None, scale=Non
     ref_keys = keys if keys is not None else cache.astype(np.float64)
     ref_out, ref_lse = mla_ref.dense_decode_ref(q.astype(np.float64), ref_keys, table, seqlens,
                                                 causal=causal, scale=scale)
-    mla_ref.check_close("out", f64(out), mla_ref.bf16_round(ref_out), mla_ref.TOL_DENSE_OUT)
+    if q.dtype == np.float16:
+        # Out in q's dtype, within one float16 step of the reference rounded once to float16
+        # (bf16 anywhere on the way would miss by up to 8 steps).
+        assert str(out.dtype) in ("float16", "torch.float16")
+        ref16 = ref_out.astype(np.float16).astype(np.float64)
+        mla_ref.check_close("out", f64(out), ref16, mla_ref.TOL_DENSE_OUT)
+        mla_ref.check_close("out (fp16 step)", f64(out), ref16, (1e-6, 1.01 / 1024, 1e-7))
+    else:
+        mla_ref.check_close("out", f64(out), mla_ref.bf16_round(ref_out), mla_ref.TOL_DENSE_OUT)
     mla_ref.check_close("lse", f64(lse), ref_lse, mla_ref.TOL_DECODE_LSE)
     lonely = np.isposinf(ref_lse).transpose(0, 2, 1)
     assert (f64(out)[lonely] == 0).all()
@@ -85,6 +100,42 @@ def test_dense_decode_fp8_cache(family, rng, layout):
     fp8 = openmla.quantize_k_cache(to_family(cache, family), lay)
     keys = mla_ref.decode_cache(fp8, layout).reshape(cache.shape)
     run_and_check(family, q, fp8, table, lens, True, keys=keys)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+@pytest.mark.parametrize("s_q,h_q,h_k,page", [(1, 16, 1, 64), (2, 128, 1, 61), (2, 8, 2, 64)])
+def test_dense_decode_fp16(family, rng, causal, s_q, h_q, h_k, page):
+    seqlens = [int(x) for x in rng.integers(s_q, 150, size=2)]
+    q, cache, table, lens = make_case(rng, 2, s_q, h_q, h_k, 576, page, seqlens, np.float16)
+    run_and_check(family, q, cache, table, lens, causal)
+
+
+def test_dense_decode_fp16_single_token_lse_uses_fp16_q(family, rng):
+    # One visible token: lse is the scaled dot product itself, so q read as anything but float16
+    # (e.g. rounded to bfloat16) misses the lse tolerance.
+    q, cache, table, lens = make_case(rng, 1, 1, 16, 1, 576, 64, [1], np.float16)
+    run_and_check(family, q, cache, table, lens, False)
+
+
+def test_dense_decode_fp16_dtype_errors(rng):
+    q, cache, table, lens = make_case(rng, 2, 1, 4, 1, 576, 64, [10, 20], np.float16)
+    fresh = lambda: openmla.get_mla_metadata()[0]
+    with pytest.raises(TypeError, match="kv_cache"):  # float16 q needs a float16 cache
+        openmla.flash_mla_with_kvcache(q, cache.astype(BF16), table, lens, 512, fresh())
+    with pytest.raises(TypeError, match="kv_cache"):  # and bfloat16 q a bfloat16 one
+        openmla.flash_mla_with_kvcache(q.astype(BF16), cache, table, lens, 512, fresh())
+    with pytest.raises(TypeError, match="out"):  # out has q's dtype
+        openmla.flash_mla_with_kvcache(q, cache, table, lens, 512, fresh(),
+                                       out=np.zeros((2, 1, 4, 512), BF16))
+    lay = openmla.FP8KVCacheLayout(V32)
+    fp8 = openmla.quantize_k_cache(cache.astype(np.float32).astype(BF16), lay)
+    with pytest.raises(TypeError, match="q"):  # FP8 caches (openmla extension) take bfloat16 q
+        openmla.flash_mla_with_kvcache(q, fp8, table, lens, 512, fresh())
+    # A sched_meta first used with bfloat16 serves float16 calls of the same shapes too.
+    meta = fresh()
+    openmla.flash_mla_with_kvcache(q.astype(BF16), cache.astype(BF16), table, lens, 512, meta)
+    out, _ = openmla.flash_mla_with_kvcache(q, cache, table, lens, 512, meta)
+    assert out.dtype == np.float16
 
 
 def test_dense_decode_out_in_place_and_errors(rng):

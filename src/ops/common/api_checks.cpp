@@ -26,8 +26,8 @@ Status check_head_dims(int64_t head_dim, int64_t head_dim_v) {
 }
 
 Status check_decode_outputs(const TensorView& out, const TensorView& lse, int64_t batch,
-                            int64_t seq_q, int64_t heads_q, int64_t head_dim_v) {
-  OPENMLA_RETURN_IF_ERROR(check_tensor(out, "out", {DType::kBF16}, 4, true));
+                            int64_t seq_q, int64_t heads_q, int64_t head_dim_v, DType out_dtype) {
+  OPENMLA_RETURN_IF_ERROR(check_tensor(out, "out", {out_dtype}, 4, true));
   const int64_t out_shape[4] = {batch, seq_q, heads_q, head_dim_v};
   const char* out_names[4] = {"batch", "seq_q", "heads_q", "head_dim_v"};
   for (int d = 0; d < 4; ++d)

@@ -49,12 +49,20 @@ void ref_apply_sink(double* out, int64_t head_dim_v, double lse, float sink) {
   for (int64_t i = 0; i < head_dim_v; ++i) out[i] *= factor;
 }
 
-void ref_store_bf16(uint16_t* dst, const double* src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(static_cast<float>(src[i]));
+void ref_store16(uint16_t* dst, const double* src, int64_t n, DType dtype) {
+  if (dtype == DType::kF16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_fp16(static_cast<float>(src[i]));
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(static_cast<float>(src[i]));
+  }
 }
 
-void bf16_row_to_float(const uint16_t* src, int64_t n, float* dst) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
+void row16_to_float(const uint16_t* src, int64_t n, DType dtype, float* dst) {
+  if (dtype == DType::kF16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_float(src[i]);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16_to_float(src[i]);
+  }
 }
 
 }  // namespace openmla

@@ -11,6 +11,7 @@ namespace openmla {
 
 struct DenseDecodeParams {
   int64_t batch = 0, seq_q = 0, heads_q = 0, heads_kv = 1, head_dim = 0, head_dim_v = 512;
+  DType dtype = DType::kBF16;  ///< q, out and a BF16-layout cache: kBF16 or kF16 (FP8: kBF16)
   const uint16_t* q = nullptr;
   int64_t q_stride[3] = {};  ///< batch, seq, head
   PagedCache kv;

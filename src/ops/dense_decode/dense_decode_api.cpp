@@ -35,8 +35,20 @@ Status check_block_table(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   return Status::Ok();
 }
 
+/// FlashMLA: q bf16 or fp16, a 16-bit cache of q's dtype, out in q's dtype. The FP8 caches
+/// (an openmla extension) dequantise to bf16 and take bf16 q only.
+Status check_q_and_cache_dtypes(const DenseDecodeParams& p) {
+  if (p.dtype == DType::kF16 && p.kv.format != KvFormat::kBF16) {
+    return Status(StatusCode::kWrongDtype,
+                  std::string("q: float16 q needs a float16 kv_cache; an FP8 kv_cache (") +
+                      kv_format_name(p.kv.format) + ") takes bfloat16 q");
+  }
+  return Status::Ok();
+}
+
 Status validate(const DenseDecodeArgs& a, DenseDecodeParams* p) {
-  OPENMLA_RETURN_IF_ERROR(check_tensor(a.q, "q", {DType::kBF16}, 4, true));
+  OPENMLA_RETURN_IF_ERROR(check_tensor(a.q, "q", {DType::kBF16, DType::kF16}, 4, true));
+  p->dtype = a.q.dtype;
   p->batch = a.q.shape[0];
   p->seq_q = a.q.shape[1];
   p->heads_q = a.q.shape[2];
@@ -46,7 +58,8 @@ Status validate(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   if (p->heads_q < 1) return invalid_argument("q: heads_q (shape[2]) must be at least 1");
   p->q = static_cast<const uint16_t*>(a.q.data);
   for (int d = 0; d < 3; ++d) p->q_stride[d] = a.q.stride[d];
-  OPENMLA_RETURN_IF_ERROR(make_paged_cache(a.kv_cache, "kv_cache", p->head_dim, &p->kv));
+  OPENMLA_RETURN_IF_ERROR(make_paged_cache(a.kv_cache, "kv_cache", p->head_dim, &p->kv, p->dtype));
+  OPENMLA_RETURN_IF_ERROR(check_q_and_cache_dtypes(*p));
   p->heads_kv = p->kv.heads_kv;
   if (p->heads_q % p->heads_kv != 0) {
     return invalid_argument("kv_cache: heads_kv (" + std::to_string(p->heads_kv) +
@@ -56,7 +69,7 @@ Status validate(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   p->causal = a.causal;
   OPENMLA_RETURN_IF_ERROR(resolve_softmax_scale(a.softmax_scale, p->head_dim, &p->softmax_scale));
   OPENMLA_RETURN_IF_ERROR(
-      check_decode_outputs(a.out, a.lse, p->batch, p->seq_q, p->heads_q, p->head_dim_v));
+      check_decode_outputs(a.out, a.lse, p->batch, p->seq_q, p->heads_q, p->head_dim_v, p->dtype));
   p->out = static_cast<uint16_t*>(a.out.data);
   for (int d = 0; d < 3; ++d) p->out_stride[d] = a.out.stride[d];
   p->lse = static_cast<float*>(a.lse.data);
@@ -65,8 +78,9 @@ Status validate(const DenseDecodeArgs& a, DenseDecodeParams* p) {
 }
 
 std::vector<int64_t> signature(const DenseDecodeParams& p) {
-  return {p.batch, p.seq_q, p.heads_q, p.heads_kv, p.head_dim, static_cast<int64_t>(p.kv.format),
-          p.kv.page_size, p.max_blocks, p.causal};
+  const int64_t format = static_cast<int64_t>(p.kv.format), dtype = static_cast<int64_t>(p.dtype);
+  return {p.batch, p.seq_q,        p.heads_q,    p.heads_kv, p.head_dim,
+          format,  p.kv.page_size, p.max_blocks, p.causal,   dtype};
 }
 
 }  // namespace

@@ -454,4 +454,18 @@ NaiveRow naive_attention(const std::vector<float>& q, const std::vector<std::vec
   return {static_cast<double>(lse), static_cast<double>(m)};
 }
 
+::testing::AssertionResult Fails(const Status& st, const std::string& needle,
+                                 openmla::StatusCode code) {
+  if (st.ok()) {
+    return ::testing::AssertionFailure()
+           << "call succeeded, expected an error naming '" << needle << "'";
+  }
+  if (st.code() != code) return ::testing::AssertionFailure() << "wrong code: " << st.to_string();
+  if (st.message().find(needle) == std::string::npos) {
+    return ::testing::AssertionFailure()
+           << "message does not name '" << needle << "': " << st.message();
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace openmla_test

@@ -217,6 +217,10 @@ template <typename T>
                                     double rel_tol, double cos_tol);
 std::vector<float> bf16_to_floats(const std::vector<uint16_t>& v);
 
+/// `st` is an error of `code` whose message contains `needle` (the argument it must name).
+::testing::AssertionResult Fails(const Status& st, const std::string& needle,
+                                 openmla::StatusCode code = openmla::StatusCode::kInvalidArgument);
+
 /// Independent naive attention in long double: for one query row q (floats), keys [n, d],
 /// returns lse/max and writes out (dv floats, normalised, sink applied as in the spec).
 struct NaiveRow {

@@ -7,7 +7,9 @@
 // head are folded into the M dimension, the piece's tokens are streamed ONCE (gathered through
 // the block table, FP8 dequantised bit-exactly) in blocks shared by every row; causal limits are
 // per-row key limits. Each item writes normalised fp32 partials + natural-log lse; then every
-// (b, s, h) row is merged by the one combine (cpu/combine.h), also for a single piece.
+// (b, s, h) row is merged by the one combine (cpu/combine.h), also for a single piece, which
+// rounds out once to q's dtype. fp16 q / cache words go to the backend as they are (the engine
+// tells it the dtype); only backends that read fp16 may be run on them.
 // Everything has internal linkage: this header is compiled under different ISA flags.
 #pragma once
 
@@ -88,7 +90,7 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
         visible[r] = vis;
       }
     }
-    engine.begin(M, D, p.softmax_scale, false, q_rows.data());
+    engine.begin(M, D, p.softmax_scale, false, q_rows.data(), p.dtype);
     const int64_t stop = std::min(end, max_visible);
     const int64_t ps = p.kv.page_size;
     const bool model1 = p.kv.format == KvFormat::kModel1;
@@ -150,10 +152,10 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
     const int64_t g = h / group, hh = h % group;
     const int64_t r = s * group + hh;
     const int64_t base = first[b] + g * pieces[b];
+    uint16_t* out = p.out + b * p.out_stride[0] + s * p.out_stride[1] + h * p.out_stride[2];
+    float* lse = p.lse + b * p.lse_stride[0] + h * p.lse_stride[1] + s * p.lse_stride[2];
     combine_partials(pieces[b], part_out + (base * M + r) * kRowsDimV, M * kRowsDimV,
-                     part_lse + base * M + r, M, kRowsDimV, nullptr,
-                     p.out + b * p.out_stride[0] + s * p.out_stride[1] + h * p.out_stride[2],
-                     p.lse + b * p.lse_stride[0] + h * p.lse_stride[1] + s * p.lse_stride[2]);
+                     part_lse + base * M + r, M, kRowsDimV, nullptr, out, lse, p.dtype);
   });
   return Status::Ok();
 }
