@@ -1,8 +1,9 @@
 // AMX-BF16 backend of cpu/attn_rows_engine.h (include only from *_amx.cpp).
 // All tiles are 16 rows x 64 bytes (one tile config, tmm0-3 accumulators, tmm4-5 A, tmm6-7 B).
-// QK: S^T[n][m] = K[n][:] . Q[m][:] with A = the gathered key rows straight from the key buffer
-// (16 keys x 32 dims, stride D) and B = Q^T in VNNI form [D/32][Mp/16][16 pairs][16 m][2],
-// packed once per begin() by 16x16 dword transposes; 2x2 (or 2x1) blocking of C tiles.
+// QK: S^T[n][m] = K[n][:] . Q[m][:] with A = the key rows straight from the key buffer (16 keys x
+// 32 dims, stride D) or, for tiles read in place, from the 16-bit cache (KeyTiles), and B = Q^T in
+// VNNI form [D/32][Mp/16][16 pairs][16 m][2], packed once per begin() by 16x16 dword transposes;
+// 2x2 (or 2x1) blocking of C tiles.
 // PV: O[m][d] += P[m][n] V[n][d] with A = P packed from S^T (fp32 -> bf16 RNE, pairs of keys
 // interleaved, 16x16 dword transpose) as [Mp/16][n/32][16 m][32 keys] and B = V in VNNI form
 // [n/32][32][16 pairs][16 d][2] (two rows interleaved by VPERMT2W, by pack_v, called by the engine
@@ -124,12 +125,13 @@ class AmxAttnBackend {
   void end() { _tile_release(); }
 
   /// st[n][m] = keys[n] . q[m] for n < n_pad (n_pad a multiple of 32).
-  __attribute__((noinline)) void qk(const uint16_t* keys, int64_t n_pad, float* st,
+  __attribute__((noinline)) void qk(const KeyTiles& keys, int64_t n_pad, float* st,
                                      LinePrefetcher& pf) {
-    const int64_t ks = D_ * 2, ss = Mp_ * 4;
+    const int64_t ss = Mp_ * 4;
     for (int64_t nb = 0; nb < n_pad / 16; nb += 2) {
-      const uint16_t* k0 = keys + nb * 16 * D_;
-      const uint16_t* k1 = k0 + 16 * D_;
+      const uint16_t* k0 = keys.ptr[nb];
+      const uint16_t* k1 = keys.ptr[nb + 1];
+      const int64_t ks0 = keys.stride[nb], ks1 = keys.stride[nb + 1];
       float* s0 = st + nb * 16 * Mp_;
       float* s1 = s0 + 16 * Mp_;
       int64_t mb = 0;
@@ -141,12 +143,12 @@ class AmxAttnBackend {
         for (int64_t kk = 0; kk < nkk_; ++kk) {
           const uint16_t* q = qb_ + (kk * nmb_ + mb) * 512;
           pf.tick();
-          _tile_loadd(4, k0 + kk * 32, ks);
+          _tile_loadd(4, k0 + kk * 32, ks0);
           _tile_loadd(6, q, 64);
           _tile_loadd(7, q + 512, 64);
           _tile_dpbf16ps(0, 4, 6);
           _tile_dpbf16ps(1, 4, 7);
-          _tile_loadd(5, k1 + kk * 32, ks);
+          _tile_loadd(5, k1 + kk * 32, ks1);
           _tile_dpbf16ps(2, 5, 6);
           _tile_dpbf16ps(3, 5, 7);
         }
@@ -160,8 +162,8 @@ class AmxAttnBackend {
         _tile_zero(2);
         for (int64_t kk = 0; kk < nkk_; ++kk) {
           pf.tick();
-          _tile_loadd(4, k0 + kk * 32, ks);
-          _tile_loadd(5, k1 + kk * 32, ks);
+          _tile_loadd(4, k0 + kk * 32, ks0);
+          _tile_loadd(5, k1 + kk * 32, ks1);
           _tile_loadd(6, qb_ + (kk * nmb_ + mb) * 512, 64);
           _tile_dpbf16ps(0, 4, 6);
           _tile_dpbf16ps(2, 5, 6);
@@ -184,10 +186,10 @@ class AmxAttnBackend {
   }
 
   /// V rows of key pairs [p0, p1) -> B tiles [kb][db][16 pairs][16 d][2] (pair p = keys 2p, 2p+1).
-  void pack_v(const uint16_t* keys, int64_t p0, int64_t p1) {
+  void pack_v(const KeyTiles& keys, int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
-      const uint16_t* a = keys + 2 * p * D_;
-      const uint16_t* b = a + D_;
+      const uint16_t* a = keys.row(2 * p);
+      const uint16_t* b = keys.row(2 * p + 1);
       uint16_t* dst = vb_ + (p / 16) * 32 * 512 + (p % 16) * 32;
       for (int c = 0; c < 16; ++c) {
         const __m512i va = _mm512_loadu_si512(a + 32 * c);
@@ -199,7 +201,7 @@ class AmxAttnBackend {
   }
 
   /// o[m][0..512) += sum_n p[n][m] * V[n][0..512) (V already in vb_ via pack_v).
-  void pv(const float* p, const uint16_t*, int64_t n_pad, float* o, LinePrefetcher& pf) {
+  void pv(const float* p, int64_t n_pad, float* o, LinePrefetcher& pf) {
     const int64_t nkb = n_pad / 32;
     // P^T fp32 [n][Mp] -> A tiles [mb][kb][16 m][32 keys] bf16.
     for (int64_t mb = 0; mb < nmb_; ++mb) {

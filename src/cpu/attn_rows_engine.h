@@ -3,7 +3,8 @@
 // queries of a request) attend to keys handed over in blocks of at most Backend::kBlockN rows.
 // Rows and keys may be fp16 instead where the backend declares kReadsFp16 (it widens them to
 // fp32 exactly); the others only ever see bf16 (their kernels reject fp16 up front).
-// Layouts: keys 16-bit [kBlockN][D] (filled by the caller; V = K[:, 0:512]), scores / P fp32
+// Layouts: keys 16-bit [kBlockN][D] (filled by the caller, or read in place from a 16-bit cache
+// 16 equally spaced rows at a time, see KeyTiles; V = K[:, 0:512]), scores / P fp32
 // [n_pad][Mp] ("S^T": one row per key, heads along the vector, Mp = M rounded up to 16), running
 // max m (log2 units), sum l and accumulator O fp32 [Mp][512]. The backend supplies the two GEMMs
 // (QK -> S^T, P.V -> O) and the block softmax; this file only sequences them.
@@ -66,10 +67,25 @@ template <class Backend>
 struct BackendReadsFp16<Backend, std::void_t<decltype(Backend::kReadsFp16)>>
     : std::integral_constant<bool, Backend::kReadsFp16> {};
 
+constexpr int64_t kMaxKeyTiles = 16;  ///< 16-row key tiles per block at most (kBlockN <= 256)
+
+/// The current block's key rows as 16-row tiles: tile i (rows 16 i .. 16 i + 15) starts at ptr[i]
+/// with rows stride[i] bytes apart: the engine's key buffer, or the cache itself for tiles the
+/// caller reads in place (16 equally spaced records of a 16-bit cache; no copy).
+struct KeyTiles {
+  const uint16_t* ptr[kMaxKeyTiles];
+  int64_t stride[kMaxKeyTiles];
+  const uint16_t* row(int64_t t) const {
+    return reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(ptr[t / 16]) +
+                                             (t % 16) * stride[t / 16]);
+  }
+};
+
 template <class Backend>
 class RowsAttention {
  public:
   static constexpr int64_t kBlockN = Backend::kBlockN;
+  static_assert(kBlockN <= 16 * kMaxKeyTiles, "KeyTiles holds at most 256 rows");
 
   /// Starts a new key sequence for rows q_rows[0..M) (each D values of `dtype`, which is also the
   /// dtype of the keys: kBF16, or kF16 for a backend that reads fp16).
@@ -88,6 +104,7 @@ class RowsAttention {
     raw_max_ = max_buf_.get(Mp_);
     o_ = o_buf_.get(Mp_ * kRowsDimV);
     keys_ = key_buf_.get(kBlockN * D);
+    reset_tiles();
     staged_ = 0;
     for (int64_t r = 0; r < Mp_; ++r) {
       m_[r] = -std::numeric_limits<float>::infinity();
@@ -101,13 +118,20 @@ class RowsAttention {
 
   /// Buffer for the next block's keys: [kBlockN][D] 16-bit words of begin()'s dtype.
   uint16_t* keys() { return keys_; }
+
+  /// Rows [16 i, 16 i + 16) of the next block are read in place at base + r * stride_bytes (the
+  /// caller does not copy them into keys()); call before stage_v() reaches them. Reset by step().
+  void key_tile_in_place(int64_t i, const uint16_t* base, int64_t stride_bytes) {
+    tiles_.ptr[i] = base;
+    tiles_.stride[i] = stride_bytes;
+  }
   const Backend& backend() const { return backend_; }
   Backend& backend() { return backend_; }
 
   /// The gather has written key rows [0, 2 * pairs) of the current block: lets the backend
   /// repack their V part while they are still in L1 (optional; step() packs the rest).
   void stage_v(int64_t pairs) {
-    backend_.pack_v(keys_, staged_, pairs);
+    backend_.pack_v(tiles_, staged_, pairs);
     staged_ = pairs;
   }
 
@@ -119,10 +143,10 @@ class RowsAttention {
     if (n <= 0) return;
     const int64_t n_pad = (n + Backend::kPadN - 1) / Backend::kPadN * Backend::kPadN;
     if (n_pad > n) std::memset(keys_ + n * D_, 0, sizeof(uint16_t) * (n_pad - n) * D_);
-    backend_.pack_v(keys_, staged_, n_pad / 2);
+    backend_.pack_v(tiles_, staged_, n_pad / 2);
     staged_ = 0;
     pf.plan(backend_.prefetch_ticks(n_pad));
-    backend_.qk(keys_, n_pad, st_, pf);
+    backend_.qk(tiles_, n_pad, st_, pf);
     if (row_limit != nullptr) {
       int64_t lo = n;
       for (int64_t r = 0; r < M_; ++r) lo = std::min(lo, std::max<int64_t>(row_limit[r], 0));
@@ -146,8 +170,9 @@ class RowsAttention {
         for (int64_t i = 0; i < kRowsDimV; ++i) o[i] *= a;
       }
     }
-    backend_.pv(st_, keys_, n_pad, o_, pf);
+    backend_.pv(st_, n_pad, o_, pf);
     pf.flush();
+    reset_tiles();
   }
 
   /// Writes row r's normalised output (512 floats at o_part + r * o_stride) and natural-log lse
@@ -173,7 +198,15 @@ class RowsAttention {
   }
 
  private:
+  void reset_tiles() {
+    for (int64_t i = 0; i < kMaxKeyTiles; ++i) {
+      tiles_.ptr[i] = keys_ + std::min(i * 16, kBlockN) * D_;
+      tiles_.stride[i] = D_ * 2;
+    }
+  }
+
   Backend backend_;
+  KeyTiles tiles_;
   int64_t M_ = 0, Mp_ = 0, D_ = 0, staged_ = 0;
   float scale_ = 0.0f, c_ = 0.0f;
   bool track_max_ = false;

@@ -104,15 +104,17 @@ class FmaAttnBackend {
                                   : bf16_to_float(q_rows[m][d]);
   }
   void end() {}
-  void pack_v(const uint16_t*, int64_t, int64_t) {}
+  void pack_v(const KeyTiles&, int64_t, int64_t) {}
   int64_t prefetch_ticks(int64_t) const { return 0; }
 
-  void qk(const uint16_t* keys, int64_t n_pad, float* st, LinePrefetcher& pf) {
+  void qk(const KeyTiles& keys, int64_t n_pad, float* st, LinePrefetcher& pf) {
     pf.flush();
-    if (fp16_) {
-      widen_fp16(keys, n_pad * D_, kf_);
-    } else {
-      widen_bf16(keys, n_pad * D_, kf_);
+    for (int64_t t = 0; t < n_pad; ++t) {
+      if (fp16_) {
+        widen_fp16(keys.row(t), D_, kf_ + t * D_);
+      } else {
+        widen_bf16(keys.row(t), D_, kf_ + t * D_);
+      }
     }
     const int64_t nv = Mp_ / kFmaLanes;
     for (int64_t n = 0; n < n_pad; n += 4) {
@@ -139,7 +141,7 @@ class FmaAttnBackend {
 #endif
   }
 
-  void pv(const float* p, const uint16_t*, int64_t n_pad, float* o, LinePrefetcher&) {
+  void pv(const float* p, int64_t n_pad, float* o, LinePrefetcher&) {
     constexpr int kV = 4;
     constexpr int64_t kStep = kV * kFmaLanes;
     for (int64_t m = 0; m < Mp_; m += 2) {

@@ -5,7 +5,8 @@
 // L_b: results are bitwise identical whatever the batch composition or the thread count.
 // Work item = (request, kv head, piece): all seq_q x (heads_q / heads_kv) query rows of that kv
 // head are folded into the M dimension, the piece's tokens are streamed ONCE (gathered through
-// the block table, FP8 dequantised bit-exactly) in blocks shared by every row; causal limits are
+// the block table, FP8 dequantised bit-exactly; 16-bit records read in place 16 at a time when
+// they are equally spaced) in blocks shared by every row; causal limits are
 // per-row key limits. Each item writes normalised fp32 partials + natural-log lse; then every
 // (b, s, h) row is merged by the one combine (cpu/combine.h), also for a single piece, which
 // rounds out once to q's dtype. fp16 q / cache words go to the backend as they are (the engine
@@ -46,6 +47,25 @@ inline const char* dd_unsupported(const void* params) {
   if (p.head_dim_v != kRowsDimV) return "head_dim_v must be 512";
   if (p.head_dim != 576 && p.head_dim != 512) return "head_dim must be 576 or 512";
   return nullptr;
+}
+
+/// Reads key tile i (16 rows) of the block in place when its 16 records are equally spaced in
+/// the 16-bit cache (one page, or pages laid out back to back): no copy into the key buffer.
+template <class Engine>
+bool tile_in_place(Engine& engine, const uint8_t* const* recs, int64_t i) {
+  const int64_t stride = recs[1] - recs[0];
+  if (stride <= 0) return false;
+  for (int64_t j = 2; j < 16; ++j)
+    if (recs[j] - recs[0] != j * stride) return false;
+  engine.key_tile_in_place(i, reinterpret_cast<const uint16_t*>(recs[0]), stride);
+  return true;
+}
+
+/// The V packing reads the first 1 KiB of a row read in place; pull the rest (the RoPE dims only
+/// QK reads) into L1 now rather than stalling the tile loads on it.
+inline void touch_past_v(const uint8_t* rec, int64_t bytes) {
+  for (int64_t off = 2 * kRowsDimV; off < bytes; off += 64) __builtin_prefetch(rec + off, 0, 3);
+  if (bytes > 2 * kRowsDimV) __builtin_prefetch(rec + bytes - 1, 0, 3);
 }
 
 template <class Backend>
@@ -116,6 +136,7 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
     // next block only take fill buffers from the current block's tile loads (measured: 5-9 %
     // slower with them); short pages are random jumps the hardware cannot follow.
     const bool software_prefetch = ps * p.kv.token_stride < 4096;
+    const bool sixteen_bit = p.kv.format == KvFormat::kBF16;  // bf16 or fp16 words: no dequant
     int cur = 0;
     if (begin < stop) collect(begin, std::min(Backend::kBlockN, stop - begin), cur);
     for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
@@ -131,8 +152,16 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
         }
       }
       uint16_t* keys = engine.keys();
+      bool in_place = false;
       for (int64_t t = 0; t < n; ++t) {
-        engine.backend().load_token(p.kv.format, D, recs[cur][t], scales[cur][t], keys + t * D);
+        if (t % 16 == 0) {
+          in_place = sixteen_bit && t + 16 <= n && tile_in_place(engine, &recs[cur][t], t / 16);
+        }
+        if (in_place) {
+          touch_past_v(recs[cur][t], record_bytes);
+        } else {
+          engine.backend().load_token(p.kv.format, D, recs[cur][t], scales[cur][t], keys + t * D);
+        }
         if (t & 1) engine.stage_v((t + 1) / 2);
       }
       if (mask_rows) {
