@@ -72,8 +72,7 @@ struct IndexBuild {
 };
 
 IndexBuild make_indices(const SparseDecodeConfig& c, int64_t topk, int64_t tokens,
-                        int64_t page_size, bool with_lengths, const PagedLayout& layout,
-                        Rng& rng) {
+                        int64_t page_size, bool with_lengths, const PagedLayout& layout, Rng& rng) {
   IndexBuild r;
   const int64_t num_slots = layout.num_blocks * page_size;
   r.referenced.assign(num_slots, 0);
@@ -179,7 +178,8 @@ SparseDecodeCase make_sparse_decode_case(const SparseDecodeConfig& c) {
   r.q = make_owned(DType::kBF16, {c.batch, c.seq_q, c.heads_q, r.head_dim}, c.non_contiguous);
   fill_normal(r.q, rng, 1.0f, 0.0f, 1.0f);
   const PagedLayout layout = make_layout(c.batch, c.cache_tokens, c.page_size, rng);
-  IndexBuild main = make_indices(c, c.topk, c.cache_tokens, c.page_size, c.topk_length, layout, rng);
+  IndexBuild main =
+      make_indices(c, c.topk, c.cache_tokens, c.page_size, c.topk_length, layout, rng);
   r.kv = finish_sparse_cache(c, r.head_dim, c.page_size, layout, main, rng);
   r.indices = std::move(main.indices);
   r.topk_length = std::move(main.lengths);
@@ -277,7 +277,8 @@ SparsePrefillCase make_sparse_prefill_case(const SparsePrefillConfig& c) {
   r.kv = make_owned(DType::kBF16, {c.seq_kv, c.heads_kv, c.head_dim}, c.non_contiguous);
   fill_normal(r.kv, rng, 0.1f, static_cast<float>(rng.uniform() * 0.1 - 0.05), 10.0f);
   r.indices = make_owned(DType::kI32, {c.seq_q, c.heads_kv, c.topk}, c.non_contiguous);
-  const int64_t invalid[8] = {INT32_MIN, -123456, -1, c.seq_kv, 114514, 1919810, 2147480000, INT32_MAX};
+  const int64_t invalid[8] = {INT32_MIN, -123456, -1,         c.seq_kv,
+                              114514,    1919810, 2147480000, INT32_MAX};
   std::vector<int64_t> length(c.seq_q, c.topk);
   if (c.topk_length) {
     r.topk_length = make_owned(DType::kI32, {c.seq_q}, false);
@@ -318,7 +319,8 @@ Outputs decode_outputs(int64_t batch, int64_t seq_q, int64_t heads_q, bool non_c
                        DType out_dtype = DType::kBF16) {
   Outputs o;
   o.out = make_owned(out_dtype, {batch, seq_q, heads_q, 512}, non_contiguous);
-  std::fill_n(reinterpret_cast<uint16_t*>(o.out.storage.data()), o.out.storage.size() * 4, kBf16NaN);
+  std::fill_n(reinterpret_cast<uint16_t*>(o.out.storage.data()), o.out.storage.size() * 4,
+              kBf16NaN);
   o.lse = make_owned(DType::kF32, {batch, seq_q, heads_q}, false);
   std::fill_n(reinterpret_cast<float*>(o.lse.storage.data()), o.lse.storage.size() * 2, NAN);
   o.lse.view.shape[1] = heads_q;
@@ -349,7 +351,8 @@ Outputs bind_outputs(SparsePrefillArgs* args, bool non_contiguous) {
   Outputs o;
   const int64_t seq_q = args->q.shape[0], heads_q = args->q.shape[1];
   o.out = make_owned(DType::kBF16, {seq_q, heads_q, 512}, non_contiguous);
-  std::fill_n(reinterpret_cast<uint16_t*>(o.out.storage.data()), o.out.storage.size() * 4, kBf16NaN);
+  std::fill_n(reinterpret_cast<uint16_t*>(o.out.storage.data()), o.out.storage.size() * 4,
+              kBf16NaN);
   o.max_logits = make_owned(DType::kF32, {seq_q, heads_q}, non_contiguous);
   o.lse = make_owned(DType::kF32, {seq_q, heads_q}, non_contiguous);
   args->out = o.out.view;
@@ -376,9 +379,10 @@ double sparse_decode_bytes(const SparseDecodeCase& c) {
   return rows * 2.0 * (c.head_dim + 512) + c.unique_tokens * token_bytes;
 }
 double dense_decode_bytes(const DenseDecodeCase& c) {
-  const double token_bytes = c.config.format == KvFormat::kV32      ? 656.0
-                             : c.config.format == KvFormat::kModel1 ? 576.0
-                                                                    : 2.0 * c.head_dim * c.config.heads_kv;
+  const double token_bytes = c.config.format == KvFormat::kV32 ? 656.0
+                             : c.config.format == KvFormat::kModel1
+                                 ? 576.0
+                                 : 2.0 * c.head_dim * c.config.heads_kv;
   const double rows = static_cast<double>(c.config.batch) * c.config.seq_q * c.config.heads_q;
   return rows * 2.0 * (c.head_dim + 512) + c.total_tokens * token_bytes;
 }

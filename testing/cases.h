@@ -30,9 +30,9 @@ struct SparseDecodeConfig {
   int64_t batch = 2, seq_q = 1, heads_q = 16, topk = 64, page_size = 64, cache_tokens = 256;
   int64_t extra_topk = 0, extra_page_size = 64, extra_cache_tokens = 256;  ///< extra_topk 0: none
   bool topk_length = false, extra_topk_length = false, sink = false;
-  bool all_invalid = false;    ///< every index -1
-  bool zero_lengths = false;   ///< ~half the lengths 0 (with topk_length)
-  bool odd_invalid = true;     ///< pad with -7, num_slots and INT32_MAX as well as -1
+  bool all_invalid = false;   ///< every index -1
+  bool zero_lengths = false;  ///< ~half the lengths 0 (with topk_length)
+  bool odd_invalid = true;    ///< pad with -7, num_slots and INT32_MAX as well as -1
   bool non_contiguous = false;
   bool nan_poison = true;
   float softmax_scale = 0.0f;  ///< 0: default
@@ -44,8 +44,8 @@ struct SparseDecodeCase {
   int64_t head_dim = 0;
   OwnedTensor q, indices, topk_length, sink, extra_indices, extra_topk_length;
   CacheBundle kv, extra_kv;
-  int64_t attended = 0;       ///< valid (batch, seq, slot) triples, main + extra
-  int64_t unique_tokens = 0;  ///< distinct cache tokens read
+  int64_t attended = 0;           ///< valid (batch, seq, slot) triples, main + extra
+  int64_t unique_tokens = 0;      ///< distinct cache tokens read
   SparseDecodeArgs args() const;  ///< inputs only; attach outputs with bind_outputs
 };
 
@@ -54,7 +54,7 @@ SparseDecodeCase make_sparse_decode_case(const SparseDecodeConfig& config);
 struct DenseDecodeConfig {
   KvFormat format = KvFormat::kBF16;
   DType dtype = DType::kBF16;  ///< q, out and (BF16 format) the cache: kBF16 or kF16
-  int64_t head_dim = 576;  ///< BF16 only; FP8 formats fix it
+  int64_t head_dim = 576;      ///< BF16 only; FP8 formats fix it
   int64_t batch = 2, seq_q = 1, heads_q = 16, heads_kv = 1, page_size = 64, cache_tokens = 256;
   bool varlen = true, zero_lengths = false, causal = false, non_contiguous = false;
   uint64_t seed = 1;

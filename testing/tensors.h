@@ -14,9 +14,9 @@ class Rng {
  public:
   explicit Rng(uint64_t seed) : state_(seed * 0x9E3779B97F4A7C15ull + 1) {}
   uint64_t next();
-  double uniform();           ///< [0, 1)
-  int64_t below(int64_t n);   ///< [0, n)
-  float normal();             ///< approximately N(0, 1)
+  double uniform();          ///< [0, 1)
+  int64_t below(int64_t n);  ///< [0, n)
+  float normal();            ///< approximately N(0, 1)
 
  private:
   uint64_t state_;

@@ -1,9 +1,10 @@
 // `openmla bench`: median / min microseconds over repeated runs of one op on a generated case,
 // TFLOP/s and GB/s from FlashMLA's FLOP and byte formulas, and the machine's limits measured in
-// the same process (`bench peak`) before and after the timed runs, the larger reading kept: frac_of_peak is tflops / peak_tflops for sparse decode, and
-// for the other ops the larger of tflops / peak_tflops and gbps / peak_gbps (the roofline
-// fraction; "bound" says which). Both fractions are always printed.
-// Threads are pinned. Human table by default, one JSON object per line with --json.
+// the same process (`bench peak`) before and after the timed runs, the larger reading kept:
+// frac_of_peak is tflops / peak_tflops for sparse decode, and for the other ops the larger of
+// tflops / peak_tflops and gbps / peak_gbps (the roofline fraction; "bound" says which). Both
+// fractions are always printed. Threads are pinned. Human table by default, one JSON object per
+// line with --json.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -26,8 +27,8 @@ Limits measure_limits(int threads) {
 }
 
 struct BenchLine {
-  std::ostringstream json;   // "key": value pairs specific to the op
-  std::string table_shape;   // for the human table
+  std::ostringstream json;  // "key": value pairs specific to the op
+  std::string table_shape;  // for the human table
   std::string kernel;
   Timing timing;
   double flops = 0.0, bytes = 0.0, ref_us = 0.0;
@@ -48,16 +49,18 @@ void print_line(const BenchLine& l, const char* op, const Limits& lim, int threa
         "%.2f, \"tflops\": %.4f, \"gbps\": %.3f, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f, "
         "\"bound\": \"%s\", \"frac_of_peak\": %.4f, \"frac_of_matmul_peak\": %.4f, "
         "\"frac_of_bandwidth\": %.4f",
-        op, l.kernel.c_str(), l.json.str().c_str(), threads, us, l.timing.min_s * 1e6, tflops,
-        gbps, lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
+        op, l.kernel.c_str(), l.json.str().c_str(), threads, us, l.timing.min_s * 1e6, tflops, gbps,
+        lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
         frac_bandwidth);
-    if (l.ref_us > 0) std::printf(", \"ref_us\": %.1f, \"speedup_vs_ref\": %.2f", l.ref_us, l.ref_us / us);
+    if (l.ref_us > 0)
+      std::printf(", \"ref_us\": %.1f, \"speedup_vs_ref\": %.2f", l.ref_us, l.ref_us / us);
     std::printf("}\n");
     return;
   }
-  std::printf("%-15s %-22s %-46s %10.1f us (min %.1f)  %7.3f TFLOP/s  %7.2f GB/s  %5.1f%% of %s peak",
-              op, l.kernel.c_str(), l.table_shape.c_str(), us, l.timing.min_s * 1e6, tflops, gbps,
-              100.0 * frac, memory_bound ? "bandwidth" : "matmul");
+  std::printf(
+      "%-15s %-22s %-46s %10.1f us (min %.1f)  %7.3f TFLOP/s  %7.2f GB/s  %5.1f%% of %s peak", op,
+      l.kernel.c_str(), l.table_shape.c_str(), us, l.timing.min_s * 1e6, tflops, gbps, 100.0 * frac,
+      memory_bound ? "bandwidth" : "matmul");
   if (l.ref_us > 0) std::printf("  %.1fx vs ref", l.ref_us / us);
   std::printf("\n");
 }
@@ -80,7 +83,8 @@ std::vector<std::string> split_names(const std::string& list) {
   std::size_t start = 0;
   for (;;) {
     const std::size_t comma = list.find(',', start);
-    out.push_back(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    out.push_back(
+        list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
     if (comma == std::string::npos) return out;
     start = comma + 1;
   }
@@ -138,10 +142,10 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
   BenchLine line;
   line.flops = testing::sparse_decode_flops(sc);
   line.bytes = testing::sparse_decode_bytes(sc);
-  line.json << "\"model\": \"" << model << "\", \"batch\": " << c.batch << ", \"seq_q\": " << c.seq_q
-            << ", \"heads_q\": " << c.heads_q << ", \"topk\": " << c.topk
-            << ", \"extra_topk\": " << c.extra_topk << ", \"page_size\": " << c.page_size
-            << ", \"cache_tokens\": " << c.cache_tokens;
+  line.json << "\"model\": \"" << model << "\", \"batch\": " << c.batch
+            << ", \"seq_q\": " << c.seq_q << ", \"heads_q\": " << c.heads_q
+            << ", \"topk\": " << c.topk << ", \"extra_topk\": " << c.extra_topk
+            << ", \"page_size\": " << c.page_size << ", \"cache_tokens\": " << c.cache_tokens;
   line.table_shape = model + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
                      " h" + std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) +
                      (c.extra_topk ? "+" + std::to_string(c.extra_topk) : "") + " page" +
@@ -168,10 +172,10 @@ int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   BenchLine line;
   line.flops = testing::dense_decode_flops(dc);
   line.bytes = testing::dense_decode_bytes(dc);
-  line.json << "\"format\": \"" << format << "\", \"batch\": " << c.batch << ", \"seq_q\": "
-            << c.seq_q << ", \"heads_q\": " << c.heads_q << ", \"heads_kv\": " << c.heads_kv
-            << ", \"cache_tokens\": " << c.cache_tokens << ", \"page_size\": " << c.page_size
-            << ", \"topk\": 0";
+  line.json << "\"format\": \"" << format << "\", \"batch\": " << c.batch
+            << ", \"seq_q\": " << c.seq_q << ", \"heads_q\": " << c.heads_q
+            << ", \"heads_kv\": " << c.heads_kv << ", \"cache_tokens\": " << c.cache_tokens
+            << ", \"page_size\": " << c.page_size << ", \"topk\": 0";
   line.table_shape = format + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
                      " h" + std::to_string(c.heads_q) + "/" + std::to_string(c.heads_kv) + " n" +
                      std::to_string(c.cache_tokens);
@@ -208,7 +212,8 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
 
 int cmd_bench(const Flags& f) {
   if (f.positional().empty()) {
-    std::fprintf(stderr, "usage: openmla bench peak|sparse-decode|dense-decode|sparse-prefill [flags]\n");
+    std::fprintf(stderr,
+                 "usage: openmla bench peak|sparse-decode|dense-decode|sparse-prefill [flags]\n");
     return 2;
   }
   const std::string what = f.positional()[0];
@@ -224,8 +229,9 @@ int cmd_bench(const Flags& f) {
   int rc;
   if (what == "peak") {
     if (k.json) {
-      std::printf("{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f}\n",
-                  k.threads, lim.tflops, lim.gbps);
+      std::printf(
+          "{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f}\n",
+          k.threads, lim.tflops, lim.gbps);
     } else {
       std::printf("matmul peak %.3f TFLOP/s, stream bandwidth %.2f GB/s (%d threads)\n", lim.tflops,
                   lim.gbps, k.threads);

@@ -131,8 +131,8 @@ Status time_args(Args args, const std::vector<std::string>& kernels, int threads
 Status time_case(const testing::SparseDecodeCase& c, const std::vector<std::string>& kernels,
                  int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
                  std::vector<Timing>* timing) {
-  return time_args(c.args(), kernels, threads, warmup, iters, plan_sparse_decode,
-                   run_sparse_decode, kernel_out, timing);
+  return time_args(c.args(), kernels, threads, warmup, iters, plan_sparse_decode, run_sparse_decode,
+                   kernel_out, timing);
 }
 
 Status time_case(const testing::DenseDecodeCase& c, const std::vector<std::string>& kernels,

@@ -91,8 +91,8 @@ testing::SparsePrefillConfig random_sparse_prefill(uint64_t seed) {
 CheckResult fp8_vs_dequantised(const testing::SparseDecodeCase& c, const RunResult& reference) {
   testing::SparseDecodeCase bf16 = c;
   auto convert = [](testing::CacheBundle* kv) {
-    testing::OwnedTensor latents = testing::make_owned(
-        DType::kBF16, {kv->num_blocks, kv->page_size, 1, kv->head_dim}, false);
+    testing::OwnedTensor latents =
+        testing::make_owned(DType::kBF16, {kv->num_blocks, kv->page_size, 1, kv->head_dim}, false);
     dequantize_kv_cache(kv->cache.view, kv->format, latents.view);
     *kv = testing::make_cache(KvFormat::kBF16, std::move(latents), kv->head_dim);
   };

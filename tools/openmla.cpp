@@ -26,7 +26,8 @@ int cmd_info() {
   std::vector<KernelInfo> kernels(n);
   list_kernels(kernels.data(), n);
   for (const KernelInfo& k : kernels) {
-    std::printf("  %-24s isa %-7s %s\n", k.name, k.isa, k.runnable ? "runnable" : "not runnable here");
+    std::printf("  %-24s isa %-7s %s\n", k.name, k.isa,
+                k.runnable ? "runnable" : "not runnable here");
   }
   return 0;
 }
@@ -47,7 +48,8 @@ void usage() {
       "        dense-decode:  --format bf16|fp16|v32|model1 --batch --seq-q --heads --heads-kv\n"
       "                       --cache-tokens --page-size --causal --d-qk\n"
       "        sparse-prefill: --seq-q --seq-kv --heads --heads-kv --topk --d-qk --sink\n"
-      "environment: OPENMLA_VERBOSE=1|2, OPENMLA_KERNEL=name, OPENMLA_MAX_ISA=none|avx2|avx512|amx,\n"
+      "environment: OPENMLA_VERBOSE=1|2, OPENMLA_KERNEL=name, "
+      "OPENMLA_MAX_ISA=none|avx2|avx512|amx,\n"
       "             OPENMLA_NUM_THREADS=n, OPENMLA_PIN_THREADS=1\n");
 }
 

@@ -46,8 +46,8 @@ struct SparseDecodeArgs {
   TensorView extra_topk_length;  ///< optional [batch] int32
   float softmax_scale = 0.0f;    ///< 0: head_dim^-0.5
   int64_t head_dim_v = 512;
-  TensorView out;                ///< [batch, seq_q, heads_q, head_dim_v] bf16 (written)
-  TensorView lse;                ///< [batch, heads_q, seq_q] fp32 (written; any strides)
+  TensorView out;  ///< [batch, seq_q, heads_q, head_dim_v] bf16 (written)
+  TensorView lse;  ///< [batch, heads_q, seq_q] fp32 (written; any strides)
 };
 Status plan_sparse_decode(const SparseDecodeArgs& args, const Options& options, Plan* plan);
 Status run_sparse_decode(const Plan& plan, const SparseDecodeArgs& args);
@@ -72,11 +72,11 @@ Status dense_decode(const DenseDecodeArgs& args, const Options& options = {});
 /// Sparse prefill (FlashMLA `flash_mla_sparse_fwd`). Query head h uses kv head
 /// h / (heads_q / heads_kv) and that head's index row.
 struct SparsePrefillArgs {
-  TensorView q;            ///< [seq_q, heads_q, head_dim] bf16
-  TensorView kv;           ///< [seq_kv, heads_kv, head_dim] bf16
-  TensorView indices;      ///< [seq_q, heads_kv, topk] int32; valid iff 0 <= idx < seq_kv
-  TensorView topk_length;  ///< optional [seq_q] int32
-  TensorView attn_sink;    ///< optional [heads_q] fp32
+  TensorView q;                ///< [seq_q, heads_q, head_dim] bf16
+  TensorView kv;               ///< [seq_kv, heads_kv, head_dim] bf16
+  TensorView indices;          ///< [seq_q, heads_kv, topk] int32; valid iff 0 <= idx < seq_kv
+  TensorView topk_length;      ///< optional [seq_q] int32
+  TensorView attn_sink;        ///< optional [heads_q] fp32
   float softmax_scale = 0.0f;  ///< required (> 0) as in FlashMLA; 0 is rejected
   int64_t head_dim_v = 512;
   TensorView out;         ///< [seq_q, heads_q, head_dim_v] bf16

@@ -20,7 +20,7 @@ enum class StatusCode : int32_t {
   kUnsupported = 2,      ///< valid request this build or machine cannot serve (dtype, dim, ISA)
   kOutOfMemory = 3,
   kInternal = 4,
-  kWrongDtype = 5,       ///< a tensor has the wrong dtype (Python: TypeError); message names it
+  kWrongDtype = 5,  ///< a tensor has the wrong dtype (Python: TypeError); message names it
 };
 
 /// Result of every call. `message()` names the offending argument when `code() != kOk`.
@@ -80,8 +80,7 @@ TensorView make_tensor(void* data, DType dtype, std::initializer_list<int64_t> s
                        Device device = Device::kCpu);
 /// Builds a view with explicit strides (in elements).
 TensorView make_strided_tensor(void* data, DType dtype, std::initializer_list<int64_t> shape,
-                               std::initializer_list<int64_t> stride,
-                               Device device = Device::kCpu);
+                               std::initializer_list<int64_t> stride, Device device = Device::kCpu);
 
 /// KV-cache byte formats (see README "Formats").
 enum class KvFormat : int32_t {
@@ -95,8 +94,8 @@ const char* kv_format_name(KvFormat format);
 /// Per-call knobs. Environment variables OPENMLA_KERNEL, OPENMLA_MAX_ISA, OPENMLA_NUM_THREADS and
 /// OPENMLA_VERBOSE apply when the corresponding field is left at its default.
 struct Options {
-  int num_threads = 0;             ///< 0: OPENMLA_NUM_THREADS or every online core
-  const char* kernel = nullptr;    ///< force a kernel by registry name; fails if it cannot run
+  int num_threads = 0;           ///< 0: OPENMLA_NUM_THREADS or every online core
+  const char* kernel = nullptr;  ///< force a kernel by registry name; fails if it cannot run
 };
 
 enum class Op : int32_t { kSparseDecode = 0, kDenseDecode = 1, kSparsePrefill = 2 };
@@ -104,10 +103,10 @@ const char* op_name(Op op);
 
 /// One registered implementation, as listed by `list_kernels`.
 struct KernelInfo {
-  const char* name;      ///< e.g. "sparse_decode.ref"
+  const char* name;  ///< e.g. "sparse_decode.ref"
   Op op;
-  const char* isa;       ///< "none", "avx2", "avx512", "amx"
-  bool runnable;         ///< the host (after the OPENMLA_MAX_ISA cap) can execute it
+  const char* isa;  ///< "none", "avx2", "avx512", "amx"
+  bool runnable;    ///< the host (after the OPENMLA_MAX_ISA cap) can execute it
 };
 
 /// Fills up to `capacity` entries in priority order and returns the total number of kernels.

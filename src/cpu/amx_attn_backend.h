@@ -126,7 +126,7 @@ class AmxAttnBackend {
 
   /// st[n][m] = keys[n] . q[m] for n < n_pad (n_pad a multiple of 32).
   __attribute__((noinline)) void qk(const KeyTiles& keys, int64_t n_pad, float* st,
-                                     LinePrefetcher& pf) {
+                                    LinePrefetcher& pf) {
     const int64_t ss = Mp_ * 4;
     for (int64_t nb = 0; nb < n_pad / 16; nb += 2) {
       const uint16_t* k0 = keys.ptr[nb];
@@ -174,8 +174,8 @@ class AmxAttnBackend {
     }
   }
 
-  __attribute__((noinline)) bool softmax(float* st, int64_t n, int64_t n_pad, int64_t Mp, float c, float* m, float* l,
-               float* alpha) {
+  __attribute__((noinline)) bool softmax(float* st, int64_t n, int64_t n_pad, int64_t Mp, float c,
+                                         float* m, float* l, float* alpha) {
     return softmax_block_avx512(st, n, n_pad, Mp, c, m, l, alpha);
   }
 

@@ -135,8 +135,9 @@ class RowsAttention {
     staged_ = pairs;
   }
 
-  /// Consumes keys()[0..n). row_limit (nullable, M entries): row r only sees keys n' < row_limit[r].
-  /// prefetch (nullable): records of the next block, prefetched while this one computes.
+  /// Consumes keys()[0..n). row_limit (nullable, M entries): row r only sees keys n' <
+  /// row_limit[r]. prefetch (nullable): records of the next block, prefetched while this one
+  /// computes.
   void step(int64_t n, const int64_t* row_limit, LinePrefetcher* prefetch = nullptr) {
     LinePrefetcher none;
     LinePrefetcher& pf = prefetch != nullptr ? *prefetch : none;

@@ -123,10 +123,18 @@ class FmaAttnBackend {
         float* s = st + n * Mp_ + kFmaLanes * j;
         const float* k = kf_ + n * D_;
         switch (nv - j < kQkVecs ? nv - j : kQkVecs) {
-          case 1: fma_qk_block<1>(k, D_, q, Mp_, s); break;
-          case 2: fma_qk_block<2>(k, D_, q, Mp_, s); break;
-          case 3: fma_qk_block<3>(k, D_, q, Mp_, s); break;
-          default: fma_qk_block<kQkVecs>(k, D_, q, Mp_, s); break;
+          case 1:
+            fma_qk_block<1>(k, D_, q, Mp_, s);
+            break;
+          case 2:
+            fma_qk_block<2>(k, D_, q, Mp_, s);
+            break;
+          case 3:
+            fma_qk_block<3>(k, D_, q, Mp_, s);
+            break;
+          default:
+            fma_qk_block<kQkVecs>(k, D_, q, Mp_, s);
+            break;
         }
       }
     }

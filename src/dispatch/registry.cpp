@@ -57,7 +57,8 @@ Status select_kernel(Op op, const void* params, const Options& options,
       const std::string reason = why_not(*k, params);
       if (!reason.empty()) return unsupported(std::string("kernel ") + forced + ": " + reason);
       *chosen = k;
-      if (verbose_level() >= 1) log_message(std::string(op_name(op)) + " -> " + k->name + " (forced)");
+      if (verbose_level() >= 1)
+        log_message(std::string(op_name(op)) + " -> " + k->name + " (forced)");
       return Status::Ok();
     }
     return invalid_argument(std::string("kernel ") + forced + " is not a registered " +
@@ -120,7 +121,8 @@ Status run_plan(const Plan& plan, Op op, const void* params,
     return Status(StatusCode::kOutOfMemory,
                   std::string("kernel ") + state.kernel->name + ": out of memory for scratch");
   } catch (const std::exception& e) {
-    return Status(StatusCode::kInternal, std::string("kernel ") + state.kernel->name + ": " + e.what());
+    return Status(StatusCode::kInternal,
+                  std::string("kernel ") + state.kernel->name + ": " + e.what());
   }
 }
 

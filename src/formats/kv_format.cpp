@@ -10,9 +10,12 @@ namespace openmla {
 
 FormatGeometry format_geometry(KvFormat format, int64_t head_dim) {
   switch (format) {
-    case KvFormat::kV32: return {576, 512, 64, 128, 4, 656, 656};
-    case KvFormat::kModel1: return {512, 448, 64, 64, 7, 584, 576};
-    case KvFormat::kBF16: break;
+    case KvFormat::kV32:
+      return {576, 512, 64, 128, 4, 656, 656};
+    case KvFormat::kModel1:
+      return {512, 448, 64, 64, 7, 584, 576};
+    case KvFormat::kBF16:
+      break;
   }
   return {head_dim, 0, head_dim, 0, 0, 2 * head_dim, 2 * head_dim};
 }
@@ -103,17 +106,17 @@ void dequantize_token(const PagedCache& cache, int64_t block, int64_t offset, in
     for (int64_t i = 0; i < g.head_dim; ++i) out[i] = load_unaligned<uint16_t>(rec + 2 * i);
     return;
   }
-  const uint8_t* scales = cache.format == KvFormat::kV32 ? rec + g.nope_dim
-                                                         : cache.model1_scales(block, offset);
+  const uint8_t* scales =
+      cache.format == KvFormat::kV32 ? rec + g.nope_dim : cache.model1_scales(block, offset);
   for (int64_t tile = 0; tile < g.num_tiles; ++tile) {
-    const float scale = cache.format == KvFormat::kV32
-                            ? load_unaligned<float>(scales + 4 * tile)
-                            : ue8m0_to_float(scales[tile]);
+    const float scale = cache.format == KvFormat::kV32 ? load_unaligned<float>(scales + 4 * tile)
+                                                       : ue8m0_to_float(scales[tile]);
     for (int64_t i = tile * g.tile; i < (tile + 1) * g.tile; ++i)
       out[i] = float_to_bf16(e4m3_to_float(rec[i]) * scale);
   }
   const uint8_t* rope = rec + (cache.format == KvFormat::kV32 ? 528 : 448);
-  for (int64_t i = 0; i < g.rope_dim; ++i) out[g.nope_dim + i] = load_unaligned<uint16_t>(rope + 2 * i);
+  for (int64_t i = 0; i < g.rope_dim; ++i)
+    out[g.nope_dim + i] = load_unaligned<uint16_t>(rope + 2 * i);
 }
 
 namespace {
@@ -147,7 +150,8 @@ void quantize_token(KvFormat format, const uint16_t* latent, uint8_t* record, ui
   }
   if (format == KvFormat::kModel1) scales[7] = 0;
   uint8_t* rope = record + (format == KvFormat::kV32 ? 528 : 448);
-  for (int64_t i = 0; i < g.rope_dim; ++i) store_unaligned<uint16_t>(rope + 2 * i, latent[g.nope_dim + i]);
+  for (int64_t i = 0; i < g.rope_dim; ++i)
+    store_unaligned<uint16_t>(rope + 2 * i, latent[g.nope_dim + i]);
 }
 
 }  // namespace openmla

@@ -15,10 +15,10 @@
 namespace openmla {
 
 struct FormatGeometry {
-  int64_t head_dim;         ///< d_qk
-  int64_t nope_dim;         ///< quantised part (0 for BF16)
-  int64_t rope_dim;         ///< bf16 part stored verbatim (head_dim for BF16)
-  int64_t tile;             ///< elements per scale
+  int64_t head_dim;  ///< d_qk
+  int64_t nope_dim;  ///< quantised part (0 for BF16)
+  int64_t rope_dim;  ///< bf16 part stored verbatim (head_dim for BF16)
+  int64_t tile;      ///< elements per scale
   int64_t num_tiles;
   int64_t bytes_per_token;  ///< last dim of the tensor view (656, 584, 2*head_dim)
   int64_t record_bytes;     ///< distance between token records in a page (656, 576, -)

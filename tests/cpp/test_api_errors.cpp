@@ -46,7 +46,8 @@ struct SparseDecodeBase {
   openmla::SparseDecodeArgs args;
   SparseDecodeBase() {
     args.q = contiguous_view(q.data(), DType::kBF16, {2, 1, 2, 576});
-    args.kv_cache = openmla::make_strided_tensor(kv.data(), DType::kU8, {2, 2, 1, 656}, {3 * 656, 656, 656, 1});
+    args.kv_cache =
+        openmla::make_strided_tensor(kv.data(), DType::kU8, {2, 2, 1, 656}, {3 * 656, 656, 656, 1});
     args.indices = contiguous_view(indices.data(), DType::kI32, {2, 1, 3});
     args.topk_length = contiguous_view(topk_length.data(), DType::kI32, {2});
     args.attn_sink = contiguous_view(sink.data(), DType::kF32, {2});
@@ -60,7 +61,8 @@ struct SparseDecodeBase {
   }
 };
 
-void check_sparse_decode_mutation(const std::string& what, const std::string& needle, StatusCode code,
+void check_sparse_decode_mutation(const std::string& what, const std::string& needle,
+                                  StatusCode code,
                                   const std::function<void(SparseDecodeBase&)>& mutate) {
   SCOPED_TRACE(what);
   SparseDecodeBase b;
@@ -95,14 +97,20 @@ TEST(ApiErrorsSparseDecode, MissingRequiredTensorsAreNamed) {
 TEST(ApiErrorsSparseDecode, WrongDtypesAreNamed) {
   using B = SparseDecodeBase;
   const StatusCode inv = StatusCode::kWrongDtype;
-  check_sparse_decode_mutation("q fp16", "q:", StatusCode::kWrongDtype, [](B& b) { b.args.q.dtype = DType::kF16; });
-  check_sparse_decode_mutation("kv f32", "kv_cache", StatusCode::kWrongDtype, [](B& b) { b.args.kv_cache.dtype = DType::kF32; });
-  check_sparse_decode_mutation("indices i64", "indices", StatusCode::kWrongDtype, [](B& b) { b.args.indices.dtype = DType::kI64; });
+  check_sparse_decode_mutation("q fp16", "q:", StatusCode::kWrongDtype,
+                               [](B& b) { b.args.q.dtype = DType::kF16; });
+  check_sparse_decode_mutation("kv f32", "kv_cache", StatusCode::kWrongDtype,
+                               [](B& b) { b.args.kv_cache.dtype = DType::kF32; });
+  check_sparse_decode_mutation("indices i64", "indices", StatusCode::kWrongDtype,
+                               [](B& b) { b.args.indices.dtype = DType::kI64; });
   check_sparse_decode_mutation("topk_length f32", "topk_length", inv,
                                [](B& b) { b.args.topk_length.dtype = DType::kF32; });
-  check_sparse_decode_mutation("sink bf16", "attn_sink", StatusCode::kWrongDtype, [](B& b) { b.args.attn_sink.dtype = DType::kBF16; });
-  check_sparse_decode_mutation("out f32", "out:", StatusCode::kWrongDtype, [](B& b) { b.args.out.dtype = DType::kF32; });
-  check_sparse_decode_mutation("lse bf16", "lse:", StatusCode::kWrongDtype, [](B& b) { b.args.lse.dtype = DType::kBF16; });
+  check_sparse_decode_mutation("sink bf16", "attn_sink", StatusCode::kWrongDtype,
+                               [](B& b) { b.args.attn_sink.dtype = DType::kBF16; });
+  check_sparse_decode_mutation("out f32", "out:", StatusCode::kWrongDtype,
+                               [](B& b) { b.args.out.dtype = DType::kF32; });
+  check_sparse_decode_mutation("lse bf16", "lse:", StatusCode::kWrongDtype,
+                               [](B& b) { b.args.lse.dtype = DType::kBF16; });
 }
 
 TEST(ApiErrorsSparseDecode, WrongRankIsNamed) {
@@ -110,7 +118,8 @@ TEST(ApiErrorsSparseDecode, WrongRankIsNamed) {
   const StatusCode inv = StatusCode::kInvalidArgument;
   check_sparse_decode_mutation("q 3-d", "q:", inv, [](B& b) { b.args.q.ndim = 3; });
   check_sparse_decode_mutation("kv 3-d", "kv_cache", inv, [](B& b) { b.args.kv_cache.ndim = 3; });
-  check_sparse_decode_mutation("indices 2-d", "indices", inv, [](B& b) { b.args.indices.ndim = 2; });
+  check_sparse_decode_mutation("indices 2-d", "indices", inv,
+                               [](B& b) { b.args.indices.ndim = 2; });
   check_sparse_decode_mutation("out 5-d", "out:", inv, [](B& b) {
     b.args.out.ndim = 5;
     b.args.out.shape[4] = 1;
@@ -126,8 +135,10 @@ TEST(ApiErrorsSparseDecode, WrongRankIsNamed) {
 TEST(ApiErrorsSparseDecode, WrongShapeInEachDimensionIsNamed) {
   using B = SparseDecodeBase;
   const StatusCode inv = StatusCode::kInvalidArgument;
-  check_sparse_decode_mutation("indices batch", "indices", inv, [](B& b) { b.args.indices.shape[0] = 1; });
-  check_sparse_decode_mutation("indices seq_q", "indices", inv, [](B& b) { b.args.indices.shape[1] = 2; });
+  check_sparse_decode_mutation("indices batch", "indices", inv,
+                               [](B& b) { b.args.indices.shape[0] = 1; });
+  check_sparse_decode_mutation("indices seq_q", "indices", inv,
+                               [](B& b) { b.args.indices.shape[1] = 2; });
   for (int d = 0; d < 4; ++d)
     check_sparse_decode_mutation("out dim " + std::to_string(d), "out:", inv,
                                  [d](B& b) { b.args.out.shape[d] -= 1; });
@@ -138,10 +149,14 @@ TEST(ApiErrorsSparseDecode, WrongShapeInEachDimensionIsNamed) {
     b.args.lse.shape[1] = 1;
     b.args.lse.shape[2] = 2;
   });
-  check_sparse_decode_mutation("kv bytes per token", "kv_cache", inv, [](B& b) { b.args.kv_cache.shape[3] = 655; });
-  check_sparse_decode_mutation("kv two heads", "kv_cache", inv, [](B& b) { b.args.kv_cache.shape[2] = 2; });
-  check_sparse_decode_mutation("topk_length length", "topk_length", inv, [](B& b) { b.args.topk_length.shape[0] = 3; });
-  check_sparse_decode_mutation("attn_sink length", "attn_sink", inv, [](B& b) { b.args.attn_sink.shape[0] = 1; });
+  check_sparse_decode_mutation("kv bytes per token", "kv_cache", inv,
+                               [](B& b) { b.args.kv_cache.shape[3] = 655; });
+  check_sparse_decode_mutation("kv two heads", "kv_cache", inv,
+                               [](B& b) { b.args.kv_cache.shape[2] = 2; });
+  check_sparse_decode_mutation("topk_length length", "topk_length", inv,
+                               [](B& b) { b.args.topk_length.shape[0] = 3; });
+  check_sparse_decode_mutation("attn_sink length", "attn_sink", inv,
+                               [](B& b) { b.args.attn_sink.shape[0] = 1; });
   check_sparse_decode_mutation("q heads 0", "q:", inv, [](B& b) { b.args.q.shape[2] = 0; });
 }
 
@@ -149,15 +164,23 @@ TEST(ApiErrorsSparseDecode, NegativeSizesStridesAndNullPointersAreNamed) {
   using B = SparseDecodeBase;
   const StatusCode inv = StatusCode::kInvalidArgument;
   check_sparse_decode_mutation("q negative size", "q:", inv, [](B& b) { b.args.q.shape[0] = -1; });
-  check_sparse_decode_mutation("indices negative topk", "indices", inv, [](B& b) { b.args.indices.shape[2] = -1; });
-  check_sparse_decode_mutation("q negative stride", "q:", inv, [](B& b) { b.args.q.stride[0] = -576; });
-  check_sparse_decode_mutation("indices negative stride", "indices", inv, [](B& b) { b.args.indices.stride[1] = -3; });
-  check_sparse_decode_mutation("lse negative stride", "lse:", inv, [](B& b) { b.args.lse.stride[2] = -1; });
-  check_sparse_decode_mutation("kv negative stride", "kv_cache", inv, [](B& b) { b.args.kv_cache.stride[0] = -1968; });
+  check_sparse_decode_mutation("indices negative topk", "indices", inv,
+                               [](B& b) { b.args.indices.shape[2] = -1; });
+  check_sparse_decode_mutation("q negative stride", "q:", inv,
+                               [](B& b) { b.args.q.stride[0] = -576; });
+  check_sparse_decode_mutation("indices negative stride", "indices", inv,
+                               [](B& b) { b.args.indices.stride[1] = -3; });
+  check_sparse_decode_mutation("lse negative stride", "lse:", inv,
+                               [](B& b) { b.args.lse.stride[2] = -1; });
+  check_sparse_decode_mutation("kv negative stride", "kv_cache", inv,
+                               [](B& b) { b.args.kv_cache.stride[0] = -1968; });
   check_sparse_decode_mutation("q null", "q:", inv, [](B& b) { b.args.q.data = nullptr; });
-  check_sparse_decode_mutation("kv null", "kv_cache", inv, [](B& b) { b.args.kv_cache.data = nullptr; });
-  check_sparse_decode_mutation("indices null", "indices", inv, [](B& b) { b.args.indices.data = nullptr; });
-  check_sparse_decode_mutation("topk_length null", "topk_length", inv, [](B& b) { b.args.topk_length.data = nullptr; });
+  check_sparse_decode_mutation("kv null", "kv_cache", inv,
+                               [](B& b) { b.args.kv_cache.data = nullptr; });
+  check_sparse_decode_mutation("indices null", "indices", inv,
+                               [](B& b) { b.args.indices.data = nullptr; });
+  check_sparse_decode_mutation("topk_length null", "topk_length", inv,
+                               [](B& b) { b.args.topk_length.data = nullptr; });
   check_sparse_decode_mutation("out null", "out:", inv, [](B& b) { b.args.out.data = nullptr; });
   check_sparse_decode_mutation("lse null", "lse:", inv, [](B& b) { b.args.lse.data = nullptr; });
 }
@@ -178,15 +201,17 @@ TEST(ApiErrorsSparseDecode, UnsupportedHeadDimsAreKUnsupported) {
                                [](B& b) { b.args.head_dim_v = 256; });
   check_sparse_decode_mutation("head_dim_v 576", "head_dim_v", StatusCode::kUnsupported,
                                [](B& b) { b.args.head_dim_v = 576; });
-  check_sparse_decode_mutation("bf16 cache with two kv heads", "kv_cache", StatusCode::kUnsupported, [](B& b) {
-    b.args.kv_cache = contiguous_view(b.kv.data(), DType::kBF16, {1, 1, 2, 576});
-  });
+  check_sparse_decode_mutation(
+      "bf16 cache with two kv heads", "kv_cache", StatusCode::kUnsupported, [](B& b) {
+        b.args.kv_cache = contiguous_view(b.kv.data(), DType::kBF16, {1, 1, 2, 576});
+      });
 }
 
 TEST(ApiErrorsSparseDecode, Fp8CacheStridesAreChecked) {
   using B = SparseDecodeBase;
   const StatusCode inv = StatusCode::kInvalidArgument;
-  check_sparse_decode_mutation("stride(1) != 656", "stride[1]", inv, [](B& b) { b.args.kv_cache.stride[1] = 660; });
+  check_sparse_decode_mutation("stride(1) != 656", "stride[1]", inv,
+                               [](B& b) { b.args.kv_cache.stride[1] = 660; });
   check_sparse_decode_mutation("page stride below page bytes", "stride[0]", inv,
                                [](B& b) { b.args.kv_cache.stride[0] = 2 * 656 - 1; });
   check_sparse_decode_mutation("MODEL1 view for a 576 query", "kv_cache", inv,
@@ -225,7 +250,8 @@ TEST(ApiErrorsSparseDecode, TopkLengthValuesOutsideZeroToTopkAreRejected) {
   using B = SparseDecodeBase;
   const StatusCode inv = StatusCode::kInvalidArgument;
   check_sparse_decode_mutation("negative", "topk_length", inv, [](B& b) { b.topk_length[1] = -1; });
-  check_sparse_decode_mutation("above topk", "topk_length", inv, [](B& b) { b.topk_length[0] = 4; });
+  check_sparse_decode_mutation("above topk", "topk_length", inv,
+                               [](B& b) { b.topk_length[0] = 4; });
   check_sparse_decode_mutation("extra above extra_topk", "extra_topk_length", inv, [](B& b) {
     b.add_extra();
     b.extra_topk_length[1] = 3;
@@ -250,9 +276,8 @@ TEST(ApiErrorsSparseDecode, ByteSizeOverflowingInt64IsRejected) {
   check_sparse_decode_mutation("indices huge stride", "indices", inv, [](B& b) {
     b.args.indices.stride[0] = std::numeric_limits<int64_t>::max() / 2;
   });
-  check_sparse_decode_mutation("kv huge page count", "kv_cache", inv, [](B& b) {
-    b.args.kv_cache.shape[0] = int64_t{1} << 62;
-  });
+  check_sparse_decode_mutation("kv huge page count", "kv_cache", inv,
+                               [](B& b) { b.args.kv_cache.shape[0] = int64_t{1} << 62; });
 }
 
 TEST(ApiErrorsSparseDecode, InvalidSoftmaxScaleIsRejected) {
@@ -267,8 +292,10 @@ TEST(ApiErrorsSparseDecode, CudaTensorsAreKUnsupported) {
   using B = SparseDecodeBase;
   const StatusCode un = StatusCode::kUnsupported;
   check_sparse_decode_mutation("q", "q:", un, [](B& b) { b.args.q.device = Device::kCuda; });
-  check_sparse_decode_mutation("kv", "kv_cache", un, [](B& b) { b.args.kv_cache.device = Device::kCuda; });
-  check_sparse_decode_mutation("indices", "indices", un, [](B& b) { b.args.indices.device = Device::kCuda; });
+  check_sparse_decode_mutation("kv", "kv_cache", un,
+                               [](B& b) { b.args.kv_cache.device = Device::kCuda; });
+  check_sparse_decode_mutation("indices", "indices", un,
+                               [](B& b) { b.args.indices.device = Device::kCuda; });
   check_sparse_decode_mutation("out", "out:", un, [](B& b) { b.args.out.device = Device::kCuda; });
 }
 
@@ -292,7 +319,8 @@ TEST(ApiErrorsSparseDecode, ForcingAnUnknownOrForeignKernelFails) {
     o.kernel = k.name;
     const Status s = openmla::sparse_decode(b.args, o);
     if (k.runnable) {
-      EXPECT_TRUE(s.ok() || s.code() == StatusCode::kUnsupported) << k.name << ": " << s.to_string();
+      EXPECT_TRUE(s.ok() || s.code() == StatusCode::kUnsupported)
+          << k.name << ": " << s.to_string();
     } else {
       EXPECT_EQ(s.code(), StatusCode::kUnsupported) << k.name << ": " << s.to_string();
       EXPECT_NE(s.message().find(k.name), std::string::npos) << s.message();
@@ -338,7 +366,8 @@ struct DenseDecodeBase {
   }
 };
 
-void check_dense_decode_mutation(const std::string& what, const std::string& needle, StatusCode code,
+void check_dense_decode_mutation(const std::string& what, const std::string& needle,
+                                 StatusCode code,
                                  const std::function<void(DenseDecodeBase&)>& mutate) {
   SCOPED_TRACE(what);
   DenseDecodeBase b;
@@ -359,39 +388,57 @@ TEST(ApiErrorsDenseDecode, BaselineWithGarbageInUnusedBlockTableEntriesSucceeds)
 TEST(ApiErrorsDenseDecode, BadArgumentsAreNamed) {
   using B = DenseDecodeBase;
   const StatusCode inv = StatusCode::kInvalidArgument;
-  check_dense_decode_mutation("missing block_table", "block_table", inv, [](B& b) { b.args.block_table = {}; });
-  check_dense_decode_mutation("missing cache_seqlens", "cache_seqlens", inv, [](B& b) { b.args.cache_seqlens = {}; });
+  check_dense_decode_mutation("missing block_table", "block_table", inv,
+                              [](B& b) { b.args.block_table = {}; });
+  check_dense_decode_mutation("missing cache_seqlens", "cache_seqlens", inv,
+                              [](B& b) { b.args.cache_seqlens = {}; });
   check_dense_decode_mutation("missing kv", "kv_cache", inv, [](B& b) { b.args.kv_cache = {}; });
-  check_dense_decode_mutation("block_table i64", "block_table", StatusCode::kWrongDtype, [](B& b) { b.args.block_table.dtype = DType::kI64; });
-  check_dense_decode_mutation("seqlens f32", "cache_seqlens", StatusCode::kWrongDtype, [](B& b) { b.args.cache_seqlens.dtype = DType::kF32; });
-  check_dense_decode_mutation("kv fp16", "kv_cache", StatusCode::kWrongDtype, [](B& b) { b.args.kv_cache.dtype = DType::kF16; });
-  check_dense_decode_mutation("block_table batch", "block_table", inv, [](B& b) { b.args.block_table.shape[0] = 1; });
-  check_dense_decode_mutation("seqlens batch", "cache_seqlens", inv, [](B& b) { b.args.cache_seqlens.shape[0] = 3; });
-  check_dense_decode_mutation("kv head_dim", "kv_cache", inv, [](B& b) { b.args.kv_cache.shape[3] = 512; });
-  check_dense_decode_mutation("kv 0 heads", "kv_cache", inv, [](B& b) { b.args.kv_cache.shape[2] = 0; });
+  check_dense_decode_mutation("block_table i64", "block_table", StatusCode::kWrongDtype,
+                              [](B& b) { b.args.block_table.dtype = DType::kI64; });
+  check_dense_decode_mutation("seqlens f32", "cache_seqlens", StatusCode::kWrongDtype,
+                              [](B& b) { b.args.cache_seqlens.dtype = DType::kF32; });
+  check_dense_decode_mutation("kv fp16", "kv_cache", StatusCode::kWrongDtype,
+                              [](B& b) { b.args.kv_cache.dtype = DType::kF16; });
+  check_dense_decode_mutation("block_table batch", "block_table", inv,
+                              [](B& b) { b.args.block_table.shape[0] = 1; });
+  check_dense_decode_mutation("seqlens batch", "cache_seqlens", inv,
+                              [](B& b) { b.args.cache_seqlens.shape[0] = 3; });
+  check_dense_decode_mutation("kv head_dim", "kv_cache", inv,
+                              [](B& b) { b.args.kv_cache.shape[3] = 512; });
+  check_dense_decode_mutation("kv 0 heads", "kv_cache", inv,
+                              [](B& b) { b.args.kv_cache.shape[2] = 0; });
   check_dense_decode_mutation("heads_kv 3 does not divide 4", "heads_kv", inv, [](B& b) {
     b.args.kv_cache = contiguous_view(b.kv.data(), DType::kBF16, {2, 4, 3, 576});
   });
-  check_dense_decode_mutation("seqlens beyond capacity", "cache_seqlens", inv, [](B& b) { b.seqlens[0] = 9; });
-  check_dense_decode_mutation("negative seqlens", "cache_seqlens", inv, [](B& b) { b.seqlens[1] = -1; });
-  check_dense_decode_mutation("used entry past the cache", "block_table", inv, [](B& b) { b.block_table[1] = 3; });
-  check_dense_decode_mutation("used entry negative", "block_table", inv, [](B& b) { b.block_table[2] = -1; });
+  check_dense_decode_mutation("seqlens beyond capacity", "cache_seqlens", inv,
+                              [](B& b) { b.seqlens[0] = 9; });
+  check_dense_decode_mutation("negative seqlens", "cache_seqlens", inv,
+                              [](B& b) { b.seqlens[1] = -1; });
+  check_dense_decode_mutation("used entry past the cache", "block_table", inv,
+                              [](B& b) { b.block_table[1] = 3; });
+  check_dense_decode_mutation("used entry negative", "block_table", inv,
+                              [](B& b) { b.block_table[2] = -1; });
   check_dense_decode_mutation("used entry garbage", "block_table", inv,
                               [](B& b) { b.block_table[0] = kGarbageBlock; });
   check_dense_decode_mutation("lse shape", "lse:", inv, [](B& b) { b.args.lse.shape[2] = 1; });
   check_dense_decode_mutation("out heads", "out:", inv, [](B& b) { b.args.out.shape[2] = 2; });
-  check_dense_decode_mutation("scale NaN", "softmax_scale", inv, [](B& b) { b.args.softmax_scale = kNaNf; });
-  check_dense_decode_mutation("scale negative", "softmax_scale", inv, [](B& b) { b.args.softmax_scale = -1.0f; });
-  check_dense_decode_mutation("head_dim 128", "head_dim", StatusCode::kUnsupported, [](B& b) { b.args.q.shape[3] = 128; });
-  check_dense_decode_mutation("head_dim_v", "head_dim_v", StatusCode::kUnsupported, [](B& b) { b.args.head_dim_v = 576; });
+  check_dense_decode_mutation("scale NaN", "softmax_scale", inv,
+                              [](B& b) { b.args.softmax_scale = kNaNf; });
+  check_dense_decode_mutation("scale negative", "softmax_scale", inv,
+                              [](B& b) { b.args.softmax_scale = -1.0f; });
+  check_dense_decode_mutation("head_dim 128", "head_dim", StatusCode::kUnsupported,
+                              [](B& b) { b.args.q.shape[3] = 128; });
+  check_dense_decode_mutation("head_dim_v", "head_dim_v", StatusCode::kUnsupported,
+                              [](B& b) { b.args.head_dim_v = 576; });
   check_dense_decode_mutation("cuda kv", "kv_cache", StatusCode::kUnsupported,
                               [](B& b) { b.args.kv_cache.device = Device::kCuda; });
   check_dense_decode_mutation("cuda block_table", "block_table", StatusCode::kUnsupported,
                               [](B& b) { b.args.block_table.device = Device::kCuda; });
-  check_dense_decode_mutation("block_table null", "block_table", inv, [](B& b) { b.args.block_table.data = nullptr; });
+  check_dense_decode_mutation("block_table null", "block_table", inv,
+                              [](B& b) { b.args.block_table.data = nullptr; });
   check_dense_decode_mutation("kv overflow", "kv_cache", inv, [](B& b) {
-    b.args.kv_cache = openmla::make_strided_tensor(b.kv.data(), DType::kBF16, {k2p40, k2p40, 2, 576},
-                                                   {k2p40 * 1152, 1152, 576, 1});
+    b.args.kv_cache = openmla::make_strided_tensor(
+        b.kv.data(), DType::kBF16, {k2p40, k2p40, 2, 576}, {k2p40 * 1152, 1152, 576, 1});
   });
 }
 
@@ -494,7 +541,8 @@ struct SparsePrefillBase {
   }
 };
 
-void check_sparse_prefill_mutation(const std::string& what, const std::string& needle, StatusCode code,
+void check_sparse_prefill_mutation(const std::string& what, const std::string& needle,
+                                   StatusCode code,
                                    const std::function<void(SparsePrefillBase&)>& mutate) {
   SCOPED_TRACE(what);
   SparsePrefillBase b;
@@ -515,38 +563,58 @@ TEST(ApiErrorsSparsePrefill, BaselineSucceeds) {
 TEST(ApiErrorsSparsePrefill, BadArgumentsAreNamed) {
   using B = SparsePrefillBase;
   const StatusCode inv = StatusCode::kInvalidArgument;
-  check_sparse_prefill_mutation("scale 0 (required)", "softmax_scale", inv, [](B& b) { b.args.softmax_scale = 0.0f; });
-  check_sparse_prefill_mutation("scale NaN", "softmax_scale", inv, [](B& b) { b.args.softmax_scale = kNaNf; });
-  check_sparse_prefill_mutation("scale negative", "softmax_scale", inv, [](B& b) { b.args.softmax_scale = -0.5f; });
+  check_sparse_prefill_mutation("scale 0 (required)", "softmax_scale", inv,
+                                [](B& b) { b.args.softmax_scale = 0.0f; });
+  check_sparse_prefill_mutation("scale NaN", "softmax_scale", inv,
+                                [](B& b) { b.args.softmax_scale = kNaNf; });
+  check_sparse_prefill_mutation("scale negative", "softmax_scale", inv,
+                                [](B& b) { b.args.softmax_scale = -0.5f; });
   check_sparse_prefill_mutation("missing kv", "kv:", inv, [](B& b) { b.args.kv = {}; });
-  check_sparse_prefill_mutation("missing indices", "indices", inv, [](B& b) { b.args.indices = {}; });
-  check_sparse_prefill_mutation("missing max_logits", "max_logits", inv, [](B& b) { b.args.max_logits = {}; });
-  check_sparse_prefill_mutation("kv fp16", "kv:", StatusCode::kWrongDtype, [](B& b) { b.args.kv.dtype = DType::kF16; });
+  check_sparse_prefill_mutation("missing indices", "indices", inv,
+                                [](B& b) { b.args.indices = {}; });
+  check_sparse_prefill_mutation("missing max_logits", "max_logits", inv,
+                                [](B& b) { b.args.max_logits = {}; });
+  check_sparse_prefill_mutation("kv fp16", "kv:", StatusCode::kWrongDtype,
+                                [](B& b) { b.args.kv.dtype = DType::kF16; });
   check_sparse_prefill_mutation("kv head_dim", "kv:", inv, [](B& b) { b.args.kv.shape[2] = 576; });
   check_sparse_prefill_mutation("kv 2-d", "kv:", inv, [](B& b) { b.args.kv.ndim = 2; });
   check_sparse_prefill_mutation("heads_kv 3", "heads_kv", inv, [](B& b) {
     b.args.kv = contiguous_view(b.kv.data(), DType::kBF16, {3, 3, 512});
   });
-  check_sparse_prefill_mutation("heads_kv 0", "heads_kv", inv, [](B& b) { b.args.kv.shape[1] = 0; });
-  check_sparse_prefill_mutation("indices heads_kv", "indices", inv, [](B& b) { b.args.indices.shape[1] = 1; });
-  check_sparse_prefill_mutation("indices seq_q", "indices", inv, [](B& b) { b.args.indices.shape[0] = 2; });
-  check_sparse_prefill_mutation("topk_length above topk", "topk_length", inv, [](B& b) { b.topk_length[2] = 5; });
-  check_sparse_prefill_mutation("topk_length negative", "topk_length", inv, [](B& b) { b.topk_length[0] = -2; });
+  check_sparse_prefill_mutation("heads_kv 0", "heads_kv", inv,
+                                [](B& b) { b.args.kv.shape[1] = 0; });
+  check_sparse_prefill_mutation("indices heads_kv", "indices", inv,
+                                [](B& b) { b.args.indices.shape[1] = 1; });
+  check_sparse_prefill_mutation("indices seq_q", "indices", inv,
+                                [](B& b) { b.args.indices.shape[0] = 2; });
+  check_sparse_prefill_mutation("topk_length above topk", "topk_length", inv,
+                                [](B& b) { b.topk_length[2] = 5; });
+  check_sparse_prefill_mutation("topk_length negative", "topk_length", inv,
+                                [](B& b) { b.topk_length[0] = -2; });
   check_sparse_prefill_mutation("topk_length 2-d", "topk_length", inv, [](B& b) {
     b.args.topk_length = contiguous_view(b.topk_length.data(), DType::kI32, {3, 1});
   });
-  check_sparse_prefill_mutation("sink length", "attn_sink", inv, [](B& b) { b.args.attn_sink.shape[0] = 2; });
-  check_sparse_prefill_mutation("out head_dim_v", "out:", inv, [](B& b) { b.args.out.shape[2] = 448; });
-  check_sparse_prefill_mutation("max_logits shape", "max_logits", inv, [](B& b) { b.args.max_logits.shape[1] = 2; });
+  check_sparse_prefill_mutation("sink length", "attn_sink", inv,
+                                [](B& b) { b.args.attn_sink.shape[0] = 2; });
+  check_sparse_prefill_mutation("out head_dim_v", "out:", inv,
+                                [](B& b) { b.args.out.shape[2] = 448; });
+  check_sparse_prefill_mutation("max_logits shape", "max_logits", inv,
+                                [](B& b) { b.args.max_logits.shape[1] = 2; });
   check_sparse_prefill_mutation("lse shape", "lse:", inv, [](B& b) { b.args.lse.shape[0] = 4; });
-  check_sparse_prefill_mutation("kv non-contiguous last dim", "kv:", inv, [](B& b) { b.args.kv.stride[2] = 3; });
+  check_sparse_prefill_mutation("kv non-contiguous last dim", "kv:", inv,
+                                [](B& b) { b.args.kv.stride[2] = 3; });
   check_sparse_prefill_mutation("q null", "q:", inv, [](B& b) { b.args.q.data = nullptr; });
-  check_sparse_prefill_mutation("head_dim 128", "head_dim", StatusCode::kUnsupported, [](B& b) { b.args.q.shape[2] = 128; });
-  check_sparse_prefill_mutation("head_dim_v", "head_dim_v", StatusCode::kUnsupported, [](B& b) { b.args.head_dim_v = 128; });
-  check_sparse_prefill_mutation("cuda kv", "kv:", StatusCode::kUnsupported, [](B& b) { b.args.kv.device = Device::kCuda; });
-  check_sparse_prefill_mutation("cuda lse", "lse:", StatusCode::kUnsupported, [](B& b) { b.args.lse.device = Device::kCuda; });
+  check_sparse_prefill_mutation("head_dim 128", "head_dim", StatusCode::kUnsupported,
+                                [](B& b) { b.args.q.shape[2] = 128; });
+  check_sparse_prefill_mutation("head_dim_v", "head_dim_v", StatusCode::kUnsupported,
+                                [](B& b) { b.args.head_dim_v = 128; });
+  check_sparse_prefill_mutation("cuda kv", "kv:", StatusCode::kUnsupported,
+                                [](B& b) { b.args.kv.device = Device::kCuda; });
+  check_sparse_prefill_mutation("cuda lse", "lse:", StatusCode::kUnsupported,
+                                [](B& b) { b.args.lse.device = Device::kCuda; });
   check_sparse_prefill_mutation("kv overflow", "kv:", inv, [](B& b) {
-    b.args.kv = openmla::make_strided_tensor(b.kv.data(), DType::kBF16, {k2p40, k2p40, 512}, {k2p40 * 512, 512, 1});
+    b.args.kv = openmla::make_strided_tensor(b.kv.data(), DType::kBF16, {k2p40, k2p40, 512},
+                                             {k2p40 * 512, 512, 1});
   });
 }
 

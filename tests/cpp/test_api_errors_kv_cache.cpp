@@ -16,13 +16,17 @@ using openmla::StatusCode;
 
 TEST(ApiErrorsKvCache, PageBytesRejectsSizesWhoseByteCountOverflows) {
   int64_t bytes = 0;
-  EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kBF16, int64_t{1} << 31, int64_t{1} << 40, 65536, &bytes).ok());
-  EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kBF16, int64_t{1} << 31, int64_t{1} << 40, 1, &bytes).ok());
+  EXPECT_FALSE(
+      openmla::kv_page_bytes(KvFormat::kBF16, int64_t{1} << 31, int64_t{1} << 40, 65536, &bytes)
+          .ok());
+  EXPECT_FALSE(
+      openmla::kv_page_bytes(KvFormat::kBF16, int64_t{1} << 31, int64_t{1} << 40, 1, &bytes).ok());
   EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kV32, 64, 576, 1, nullptr).ok());
   EXPECT_FALSE(openmla::kv_page_bytes(KvFormat::kV32, -1, 576, 1, &bytes).ok());
   EXPECT_TRUE(Fails(openmla::kv_page_bytes(KvFormat::kModel1, 64, 512, 0, &bytes), "heads_kv"));
   KvFormat f;
-  EXPECT_TRUE(Fails(openmla::fp8_format_for_head_dim(128, &f), "head_dim", StatusCode::kUnsupported));
+  EXPECT_TRUE(
+      Fails(openmla::fp8_format_for_head_dim(128, &f), "head_dim", StatusCode::kUnsupported));
 }
 
 TEST(ApiErrorsKvCache, QuantiseAndDequantiseNameTheBadArgument) {
@@ -38,18 +42,21 @@ TEST(ApiErrorsKvCache, QuantiseAndDequantiseNameTheBadArgument) {
   EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src"));
   bad = src;
   bad.dtype = DType::kF32;
-  EXPECT_TRUE(Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src", StatusCode::kWrongDtype));
+  EXPECT_TRUE(
+      Fails(openmla::quantize_kv_cache(bad, KvFormat::kV32, dst), "src", StatusCode::kWrongDtype));
   TensorView bad_dst = dst;
   bad_dst.stride[1] = 700;
   EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kV32, bad_dst), "dst"));
   bad_dst = dst;
   bad_dst.data = nullptr;
   EXPECT_TRUE(Fails(openmla::quantize_kv_cache(src, KvFormat::kV32, bad_dst), "dst"));
-  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, bad), "dst", StatusCode::kWrongDtype));
+  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, bad), "dst",
+                    StatusCode::kWrongDtype));
   EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kBF16, src), "format"));
   TensorView cuda = src;
   cuda.device = Device::kCuda;
-  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, cuda), "dst", StatusCode::kUnsupported));
+  EXPECT_TRUE(Fails(openmla::dequantize_kv_cache(dst, KvFormat::kV32, cuda), "dst",
+                    StatusCode::kUnsupported));
 }
 
 TEST(ApiErrorsKvCache, WriteTokensNamesTheBadArgument) {
@@ -65,18 +72,21 @@ TEST(ApiErrorsKvCache, WriteTokensNamesTheBadArgument) {
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents"));
   bad = l;
   bad.dtype = DType::kF16;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents", StatusCode::kWrongDtype));
+  EXPECT_TRUE(Fails(openmla::write_kv_tokens(bad, s, KvFormat::kV32, c), "latents",
+                    StatusCode::kWrongDtype));
   TensorView bs = s;
   bs.shape[0] = 1;
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping"));
   bs = s;
   bs.dtype = DType::kF32;
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping", StatusCode::kWrongDtype));
+  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, bs, KvFormat::kV32, c), "slot_mapping",
+                    StatusCode::kWrongDtype));
   EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, s, KvFormat::kModel1, c), "cache"));
   std::vector<uint16_t> two_heads(2 * 2 * 2 * 576, 0);
-  EXPECT_TRUE(Fails(openmla::write_kv_tokens(l, s, KvFormat::kBF16,
-                                             contiguous_view(two_heads.data(), DType::kBF16, {2, 2, 2, 576})),
-                    "cache", StatusCode::kUnsupported));
+  EXPECT_TRUE(Fails(
+      openmla::write_kv_tokens(l, s, KvFormat::kBF16,
+                               contiguous_view(two_heads.data(), DType::kBF16, {2, 2, 2, 576})),
+      "cache", StatusCode::kUnsupported));
 }
 
 TEST(ApiErrorsKvCache, AbsIndicesConversionNamesTheBadArgument) {
@@ -95,7 +105,8 @@ TEST(ApiErrorsKvCache, AbsIndicesConversionNamesTheBadArgument) {
   EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a, t, 2, o2), "out"));
   TensorView a2 = a;
   a2.dtype = DType::kI64;
-  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a2, t, 2, o), "abs_indices", StatusCode::kWrongDtype));
+  EXPECT_TRUE(Fails(openmla::abs_indices_to_cache_indices(a2, t, 2, o), "abs_indices",
+                    StatusCode::kWrongDtype));
 }
 
 }  // namespace

@@ -146,8 +146,7 @@ std::string safe(std::string s) {
   return s;
 }
 
-class DenseDecodeKernelTest
-    : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
+class DenseDecodeKernelTest : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
 
 TEST_P(DenseDecodeKernelTest, MatchesReference) {
   const std::string& name = std::get<0>(GetParam());
@@ -170,7 +169,9 @@ INSTANTIATE_TEST_SUITE_P(
       const GridCase& g = grid()[std::get<1>(info.param)];
       std::ostringstream s;
       s << safe(std::get<0>(info.param)) << "_" << std::get<1>(info.param) << "_"
-        << (g.format == KvFormat::kBF16 ? "bf16" : g.format == KvFormat::kV32 ? "v32" : "model1")
+        << (g.format == KvFormat::kBF16  ? "bf16"
+            : g.format == KvFormat::kV32 ? "v32"
+                                         : "model1")
         << "_h" << g.heads_q << "_hkv" << g.heads_kv << "_p" << g.page_size << "_L" << g.tokens
         << "_s" << g.seq_q << (g.causal ? "_causal" : "") << (g.non_contiguous ? "_nc" : "");
       return s.str();
@@ -233,8 +234,7 @@ TEST_P(DenseDecodeKernelInvariance, ThreadAndBatchInvariant) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, DenseDecodeKernelInvariance,
-                         ::testing::ValuesIn(kernel_names()),
+INSTANTIATE_TEST_SUITE_P(Kernels, DenseDecodeKernelInvariance, ::testing::ValuesIn(kernel_names()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return safe(info.param);
                          });

@@ -11,8 +11,8 @@
 namespace openmla {
 
 struct RefRowResult {
-  double lse;         ///< natural log of sum exp(score); +inf when there are no keys
-  double max_logit;   ///< max score; -inf when there are no keys
+  double lse;        ///< natural log of sum exp(score); +inf when there are no keys
+  double max_logit;  ///< max score; -inf when there are no keys
 };
 
 /// scores = scale * q . keys[t] (keys: [num_keys, head_dim] floats, V = first head_dim_v dims);

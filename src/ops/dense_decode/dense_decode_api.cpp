@@ -21,8 +21,8 @@ Status check_block_table(const DenseDecodeArgs& a, DenseDecodeParams* p) {
   p->cache_seqlens = static_cast<const int32_t*>(a.cache_seqlens.data);
   p->seqlens_stride = a.cache_seqlens.stride[0];
   for (int64_t b = 0; b < p->batch; ++b) {
-    const int64_t used_blocks = (p->cache_seqlens[b * p->seqlens_stride] + p->kv.page_size - 1) /
-                                p->kv.page_size;
+    const int64_t used_blocks =
+        (p->cache_seqlens[b * p->seqlens_stride] + p->kv.page_size - 1) / p->kv.page_size;
     for (int64_t i = 0; i < used_blocks; ++i) {
       const int64_t page = p->page_of(b, i);
       if (page < 0 || page >= p->kv.num_blocks) {

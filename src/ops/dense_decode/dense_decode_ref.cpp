@@ -52,6 +52,6 @@ Status ref_run(const void* params, const ExecConfig& config) {
 }  // namespace
 
 const KernelEntry kDenseDecodeRef = {"dense_decode.ref", Op::kDenseDecode, Isa::kNone,
-                                     ref_unsupported, nullptr, ref_run};
+                                     ref_unsupported,    nullptr,          ref_run};
 
 }  // namespace openmla

@@ -102,7 +102,8 @@ void model_quantize_token(KvFormat format, const uint16_t* latent, uint8_t* reco
     }
     const int k = nan ? 0 : scale_log2(amax);
     for (int64_t i = t * g.tile; i < (t + 1) * g.tile; ++i) {
-      record[i] = nan ? 0x7F : model_e4m3_encode(std::ldexp(static_cast<double>(bf(latent[i])), -k));
+      record[i] =
+          nan ? 0x7F : model_e4m3_encode(std::ldexp(static_cast<double>(bf(latent[i])), -k));
     }
     if (format == KvFormat::kV32) {
       const float scale = nan ? std::numeric_limits<float>::quiet_NaN() : std::ldexp(1.0f, k);
@@ -141,7 +142,8 @@ void model_dequantize_token(KvFormat format, const uint8_t* record, const uint8_
   }
   const int64_t rope_at = format == KvFormat::kV32 ? 528 : 448;
   for (int64_t i = 0; i < 64; ++i)
-    out[g.nope + i] = static_cast<uint16_t>(record[rope_at + 2 * i] | (record[rope_at + 2 * i + 1] << 8));
+    out[g.nope + i] =
+        static_cast<uint16_t>(record[rope_at + 2 * i] | (record[rope_at + 2 * i + 1] << 8));
 }
 
 TensorView contiguous_view(void* data, DType dtype, const std::vector<int64_t>& shape) {
@@ -222,7 +224,8 @@ PagedKv build_paged_kv(KvFormat format, int64_t head_dim, int64_t heads_kv, int6
   kv.num_blocks = used_blocks + 1;
   Rng rng(seed);
   const std::vector<int64_t> perm = rng.permutation(kv.num_blocks);
-  std::vector<uint16_t> latents(static_cast<size_t>(kv.num_blocks * page_size * token_elems), kBf16NaN);
+  std::vector<uint16_t> latents(static_cast<size_t>(kv.num_blocks * page_size * token_elems),
+                                kBf16NaN);
   int64_t next = 0;
   for (const auto& r : requests) {
     const int64_t len = static_cast<int64_t>(r.size()) / token_elems;
@@ -238,17 +241,20 @@ PagedKv build_paged_kv(KvFormat format, int64_t head_dim, int64_t heads_kv, int6
   }
   Status st = openmla::kv_page_bytes(format, page_size, head_dim, heads_kv, &kv.page_bytes);
   EXPECT_TRUE(st.ok()) << st.to_string();
-  const int64_t pad_unit = format == KvFormat::kModel1 ? 576 : view_bytes_per_token(format, head_dim, heads_kv);
+  const int64_t pad_unit =
+      format == KvFormat::kModel1 ? 576 : view_bytes_per_token(format, head_dim, heads_kv);
   kv.page_stride_bytes = kv.page_bytes + pad_tokens * pad_unit;
   kv.storage.assign(static_cast<size_t>((kv.num_blocks * kv.page_stride_bytes + 7) / 8 + 1), 0);
   if (format == KvFormat::kBF16) {
     std::fill(kv.bytes(), kv.bytes() + kv.storage.size() * 8, 0xFF);
     for (int64_t b = 0; b < kv.num_blocks; ++b)
-      std::memcpy(kv.bytes() + b * kv.page_stride_bytes, latents.data() + b * page_size * token_elems,
+      std::memcpy(kv.bytes() + b * kv.page_stride_bytes,
+                  latents.data() + b * page_size * token_elems,
                   static_cast<size_t>(page_size * token_elems * 2));
   } else {
     EXPECT_EQ(heads_kv, 1);
-    TensorView src = contiguous_view(latents.data(), DType::kBF16, {kv.num_blocks, page_size, 1, head_dim});
+    TensorView src =
+        contiguous_view(latents.data(), DType::kBF16, {kv.num_blocks, page_size, 1, head_dim});
     st = openmla::quantize_kv_cache(src, format, kv.view());
     EXPECT_TRUE(st.ok()) << st.to_string();
   }
@@ -265,7 +271,8 @@ PagedKv dequantized_copy(PagedKv& fp8) {
   kv.blocks = fp8.blocks;
   kv.page_bytes = 2 * kv.head_dim * kv.page_size;
   kv.page_stride_bytes = kv.page_bytes + 2 * kv.head_dim;
-  kv.storage.assign(static_cast<size_t>((kv.num_blocks * kv.page_stride_bytes + 7) / 8 + 1), ~uint64_t{0});
+  kv.storage.assign(static_cast<size_t>((kv.num_blocks * kv.page_stride_bytes + 7) / 8 + 1),
+                    ~uint64_t{0});
   const Status st = openmla::dequantize_kv_cache(fp8.view(), fp8.format, kv.view());
   EXPECT_TRUE(st.ok()) << st.to_string();
   return kv;
@@ -315,7 +322,8 @@ OpResult run_sparse_decode(const SparseDecodeCase& c, bool nc, const openmla::Op
   }
   a.softmax_scale = c.scale;
   Padded<uint16_t> out({c.batch, c.seq_q, c.heads_q, 512}, kOutGarbage);
-  std::vector<uint16_t> out_c(static_cast<size_t>(c.batch * c.seq_q * c.heads_q * 512), kOutGarbage);
+  std::vector<uint16_t> out_c(static_cast<size_t>(c.batch * c.seq_q * c.heads_q * 512),
+                              kOutGarbage);
   std::vector<float> lse_buf(static_cast<size_t>(c.batch * c.seq_q * c.heads_q + 16), kF32Garbage);
   a.out = nc ? out.view(DType::kBF16)
              : contiguous_view(out_c.data(), DType::kBF16, {c.batch, c.seq_q, c.heads_q, 512});
@@ -341,7 +349,8 @@ OpResult run_dense_decode(const DenseDecodeCase& c, bool nc, const openmla::Opti
   openmla::DenseDecodeArgs a;
   std::vector<int32_t> table(static_cast<size_t>(c.batch * c.max_blocks), kGarbageBlock);
   for (int64_t b = 0; b < c.batch; ++b)
-    for (size_t i = 0; i < c.kv->blocks[b].size(); ++i) table[b * c.max_blocks + i] = c.kv->blocks[b][i];
+    for (size_t i = 0; i < c.kv->blocks[b].size(); ++i)
+      table[b * c.max_blocks + i] = c.kv->blocks[b][i];
   Input<uint16_t> q(c.q, {c.batch, c.seq_q, c.heads_q, c.head_dim}, nc, kBf16NaN);
   Input<int32_t> bt(table, {c.batch, c.max_blocks}, nc, kGarbageBlock);
   Input<int32_t> lens(c.seqlens, {c.batch}, nc, 0);
@@ -351,10 +360,12 @@ OpResult run_dense_decode(const DenseDecodeCase& c, bool nc, const openmla::Opti
   a.cache_seqlens = lens.view(DType::kI32);
   a.causal = c.causal;
   a.softmax_scale = c.scale;
-  Input<uint16_t> out(std::vector<uint16_t>(static_cast<size_t>(c.batch * c.seq_q * c.heads_q * 512), kOutGarbage),
-                      {c.batch, c.seq_q, c.heads_q, 512}, nc, kOutGarbage);
-  Input<float> lse(std::vector<float>(static_cast<size_t>(c.batch * c.heads_q * c.seq_q), kF32Garbage),
-                   {c.batch, c.heads_q, c.seq_q}, nc, kF32Garbage);
+  Input<uint16_t> out(
+      std::vector<uint16_t>(static_cast<size_t>(c.batch * c.seq_q * c.heads_q * 512), kOutGarbage),
+      {c.batch, c.seq_q, c.heads_q, 512}, nc, kOutGarbage);
+  Input<float> lse(
+      std::vector<float>(static_cast<size_t>(c.batch * c.heads_q * c.seq_q), kF32Garbage),
+      {c.batch, c.heads_q, c.seq_q}, nc, kF32Garbage);
   a.out = out.view(DType::kBF16);
   a.lse = lse.view(DType::kF32);
   r.status = openmla::dense_decode(a, options);
@@ -377,8 +388,9 @@ OpResult run_sparse_prefill(const SparsePrefillCase& c, bool nc, const openmla::
   if (!c.topk_length.empty()) a.topk_length = len.view(DType::kI32);
   if (!c.sink.empty()) a.attn_sink = sink.view(DType::kF32);
   a.softmax_scale = c.scale;
-  Input<uint16_t> out(std::vector<uint16_t>(static_cast<size_t>(c.seq_q * c.heads_q * 512), kOutGarbage),
-                      {c.seq_q, c.heads_q, 512}, nc, kOutGarbage);
+  Input<uint16_t> out(
+      std::vector<uint16_t>(static_cast<size_t>(c.seq_q * c.heads_q * 512), kOutGarbage),
+      {c.seq_q, c.heads_q, 512}, nc, kOutGarbage);
   Input<float> ml(std::vector<float>(static_cast<size_t>(c.seq_q * c.heads_q), kF32Garbage),
                   {c.seq_q, c.heads_q}, nc, kF32Garbage);
   Input<float> lse(std::vector<float>(static_cast<size_t>(c.seq_q * c.heads_q), kF32Garbage),
@@ -403,14 +415,16 @@ std::vector<float> bf16_to_floats(const std::vector<uint16_t>& v) {
                                     const std::vector<float>& reference, double abs_tol,
                                     double rel_tol, double cos_tol) {
   if (answer.size() != reference.size())
-    return ::testing::AssertionFailure() << "size mismatch " << answer.size() << " vs " << reference.size();
+    return ::testing::AssertionFailure()
+           << "size mismatch " << answer.size() << " vs " << reference.size();
   std::vector<double> a(answer.begin(), answer.end()), r(reference.begin(), reference.end());
   for (size_t i = 0; i < a.size(); ++i) {
     const bool an = std::isnan(a[i]), rn = std::isnan(r[i]);
     const bool ap = std::isinf(a[i]) && a[i] > 0, rp = std::isinf(r[i]) && r[i] > 0;
     const bool am = std::isinf(a[i]) && a[i] < 0, rm = std::isinf(r[i]) && r[i] < 0;
     if (an != rn || ap != rp || am != rm)
-      return ::testing::AssertionFailure() << "anomaly mismatch at " << i << ": " << a[i] << " vs " << r[i];
+      return ::testing::AssertionFailure()
+             << "anomaly mismatch at " << i << ": " << a[i] << " vs " << r[i];
     if (an || ap || am) a[i] = r[i] = 0.0;
   }
   double dot = 0, sq = 0, rsq = 0;

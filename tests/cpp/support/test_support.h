@@ -122,9 +122,9 @@ TensorView contiguous_view(void* data, DType dtype, const std::vector<int64_t>& 
 struct PagedKv {
   KvFormat format = KvFormat::kBF16;
   int64_t head_dim = 0, heads_kv = 1, page_size = 1, num_blocks = 0;
-  int64_t page_stride_bytes = 0;  ///< bytes between pages
-  int64_t page_bytes = 0;         ///< minimum bytes of one page
-  std::vector<uint64_t> storage;  ///< 8-byte aligned backing store
+  int64_t page_stride_bytes = 0;             ///< bytes between pages
+  int64_t page_bytes = 0;                    ///< minimum bytes of one page
+  std::vector<uint64_t> storage;             ///< 8-byte aligned backing store
   std::vector<std::vector<int32_t>> blocks;  ///< per request: physical block of each logical block
 
   uint8_t* bytes() { return reinterpret_cast<uint8_t*>(storage.data()); }
@@ -150,10 +150,10 @@ PagedKv dequantized_copy(PagedKv& fp8);
 
 struct SparseDecodeCase {
   int64_t batch = 1, seq_q = 1, heads_q = 2, head_dim = 576, topk = 4;
-  std::vector<uint16_t> q;             ///< [batch, seq_q, heads_q, head_dim]
-  std::vector<int32_t> indices;        ///< [batch, seq_q, topk]
-  std::vector<int32_t> topk_length;    ///< empty: absent
-  std::vector<float> sink;             ///< empty: absent
+  std::vector<uint16_t> q;           ///< [batch, seq_q, heads_q, head_dim]
+  std::vector<int32_t> indices;      ///< [batch, seq_q, topk]
+  std::vector<int32_t> topk_length;  ///< empty: absent
+  std::vector<float> sink;           ///< empty: absent
   PagedKv* kv = nullptr;
   PagedKv* extra = nullptr;
   int64_t extra_topk = 0;
@@ -174,10 +174,10 @@ OpResult run_sparse_decode(const SparseDecodeCase& c, bool noncontiguous = false
 
 struct DenseDecodeCase {
   int64_t batch = 1, seq_q = 1, heads_q = 2, head_dim = 576;
-  std::vector<uint16_t> q;          ///< [batch, seq_q, heads_q, head_dim]
-  PagedKv* kv = nullptr;            ///< one request per batch element
-  std::vector<int32_t> seqlens;     ///< [batch]
-  int64_t max_blocks = 0;           ///< block table width (unused entries = kGarbageBlock)
+  std::vector<uint16_t> q;       ///< [batch, seq_q, heads_q, head_dim]
+  PagedKv* kv = nullptr;         ///< one request per batch element
+  std::vector<int32_t> seqlens;  ///< [batch]
+  int64_t max_blocks = 0;        ///< block table width (unused entries = kGarbageBlock)
   bool causal = false;
   float scale = 0.0f;
 };
@@ -186,10 +186,10 @@ OpResult run_dense_decode(const DenseDecodeCase& c, bool noncontiguous = false,
 
 struct SparsePrefillCase {
   int64_t seq_q = 1, seq_kv = 4, heads_q = 2, heads_kv = 1, head_dim = 576, topk = 4;
-  std::vector<uint16_t> q;            ///< [seq_q, heads_q, head_dim]
-  std::vector<uint16_t> kv;           ///< [seq_kv, heads_kv, head_dim]
-  std::vector<int32_t> indices;       ///< [seq_q, heads_kv, topk]
-  std::vector<int32_t> topk_length;   ///< empty: absent
+  std::vector<uint16_t> q;           ///< [seq_q, heads_q, head_dim]
+  std::vector<uint16_t> kv;          ///< [seq_kv, heads_kv, head_dim]
+  std::vector<int32_t> indices;      ///< [seq_q, heads_kv, topk]
+  std::vector<int32_t> topk_length;  ///< empty: absent
   std::vector<float> sink;
   float scale = 0.5f;
 };

@@ -23,6 +23,6 @@ Status run_avx2(const void* params, const ExecConfig& config) {
 }  // namespace
 
 const KernelEntry kDenseDecodeAvx2 = {"dense_decode.avx2", Op::kDenseDecode, Isa::kAvx2,
-                                       dd_unsupported, dd_choose_splits, run_avx2};
+                                      dd_unsupported,      dd_choose_splits, run_avx2};
 
 }  // namespace openmla

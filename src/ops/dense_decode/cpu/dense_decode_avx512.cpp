@@ -23,6 +23,6 @@ Status run_avx512(const void* params, const ExecConfig& config) {
 }  // namespace
 
 const KernelEntry kDenseDecodeAvx512 = {"dense_decode.avx512", Op::kDenseDecode, Isa::kAvx512,
-                                       dd_unsupported, dd_choose_splits, run_avx512};
+                                        dd_unsupported,        dd_choose_splits, run_avx512};
 
 }  // namespace openmla

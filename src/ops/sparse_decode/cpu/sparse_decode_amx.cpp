@@ -28,13 +28,15 @@
 
 #ifdef OPENMLA_SD_PROFILE  // development-only per-phase cycle counters (never in normal builds)
 #include <x86intrin.h>
+
 #include <atomic>
 #include <cstdio>
 namespace {
 std::atomic<uint64_t> g_phase[8];
 struct PhaseDump {
   ~PhaseDump() {
-    const char* names[8] = {"gather+dequant", "qk", "softmax+P^T", "", "pv", "finish", "pack_q", ""};
+    const char* names[8] = {"gather+dequant", "qk", "softmax+P^T", "", "pv", "finish",
+                            "pack_q",         ""};
     uint64_t total = 0;
     for (auto& v : g_phase) total += v;
     for (int i = 0; i < 7; ++i)
@@ -43,11 +45,11 @@ struct PhaseDump {
   }
 } g_phase_dump;
 }  // namespace
-#define SD_PHASE(i)                                  \
-  do {                                               \
-    const uint64_t now_ = __rdtsc();                 \
-    g_phase[i] += now_ - sd_t0_;                     \
-    sd_t0_ = now_;                                   \
+#define SD_PHASE(i)                  \
+  do {                               \
+    const uint64_t now_ = __rdtsc(); \
+    g_phase[i] += now_ - sd_t0_;     \
+    sd_t0_ = now_;                   \
   } while (0)
 #define SD_PHASE_START uint64_t sd_t0_ = __rdtsc()
 #else
@@ -95,10 +97,12 @@ void pack_q(const uint16_t* q, int64_t head_stride, int64_t heads, int64_t hp, i
 
 // Interleaves rows a and b (512 bf16 each) into VNNI pairs: out[2v] = a[v], out[2v+1] = b[v].
 inline void interleave_rows(const uint16_t* a, const uint16_t* b, uint16_t* out) {
-  alignas(64) static const uint16_t kLo[32] = {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
-                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
-  alignas(64) static const uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
-                                               24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  alignas(64) static const uint16_t kLo[32] = {0,  32, 1,  33, 2,  34, 3,  35, 4,  36, 5,
+                                               37, 6,  38, 7,  39, 8,  40, 9,  41, 10, 42,
+                                               11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t kHi[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21,
+                                               53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
+                                               27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
   const __m512i lo = _mm512_load_si512(kLo), hi = _mm512_load_si512(kHi);
   for (int64_t v = 0; v < kDimV; v += 32) {
     const __m512i x = _mm512_loadu_si512(a + v), y = _mm512_loadu_si512(b + v);
@@ -152,7 +156,13 @@ void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, 
 // C tiles t0, t0+1 <- 16x32 floats at o (row stride ldo bytes), or zero when `init`.
 inline void load_acc_pair(bool init, const float* o, int64_t ldo, int t0) {
   if (init) {
-    if (t0 == 0) { _tile_zero(0); _tile_zero(1); } else { _tile_zero(2); _tile_zero(3); }
+    if (t0 == 0) {
+      _tile_zero(0);
+      _tile_zero(1);
+    } else {
+      _tile_zero(2);
+      _tile_zero(3);
+    }
   } else if (t0 == 0) {
     _tile_loadd(0, o, ldo);
     _tile_loadd(1, o + 16, ldo);
@@ -256,12 +266,13 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
     for (int64_t n0 = 0; n0 < n_pad; n0 += 32) {
       for (int i = 0; i < 16; ++i) {
         const int64_t n = n0 + 2 * i;
-        const __m512 e0 = n < n_valid ? exp2_avx512(_mm512_fmsub_ps(
-                                            _mm512_load_ps(st + n * hp + j), cv, m_new))
-                                      : _mm512_setzero_ps();
-        const __m512 e1 = n + 1 < n_valid ? exp2_avx512(_mm512_fmsub_ps(
-                                                _mm512_load_ps(st + (n + 1) * hp + j), cv, m_new))
-                                          : _mm512_setzero_ps();
+        const __m512 e0 =
+            n < n_valid ? exp2_avx512(_mm512_fmsub_ps(_mm512_load_ps(st + n * hp + j), cv, m_new))
+                        : _mm512_setzero_ps();
+        const __m512 e1 =
+            n + 1 < n_valid
+                ? exp2_avx512(_mm512_fmsub_ps(_mm512_load_ps(st + (n + 1) * hp + j), cv, m_new))
+                : _mm512_setzero_ps();
         sum0 = _mm512_add_ps(sum0, e0);
         sum1 = _mm512_add_ps(sum1, e1);
         // dword h = (bf16 P[n][h], bf16 P[n + 1][h]): one 16x16 dword transpose then gives each
@@ -270,8 +281,7 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
         r[i] = _mm512_permutexvar_epi16(pair, reinterpret_cast<const __m512i&>(both));
       }
       transpose16x16_epi32(r);
-      for (int i = 0; i < 16; ++i)
-        _mm512_storeu_si512(pb + (j + i) * p_stride(n_pad) + n0, r[i]);
+      for (int i = 0; i < 16; ++i) _mm512_storeu_si512(pb + (j + i) * p_stride(n_pad) + n0, r[i]);
     }
     const __m512 l_old = _mm512_loadu_ps(l + j);
     const __m512 l_scaled = _mm512_mask_mul_ps(l_old, rescale, l_old, a);
@@ -332,7 +342,8 @@ void run_piece(const SparseDecodeParams& p, const PieceTask& t, const PieceOutpu
   float* alpha = ws.alpha.get(hp);
   TokenRef* refs = ws.refs.get(2 * kBlockRows);
   SD_PHASE_START;
-  pack_q(p.q + t.b * p.q_stride[0] + t.s * p.q_stride[1] + t.h_begin * p.q_stride[2], p.q_stride[2], heads, hp, d_qk, qv);
+  pack_q(p.q + t.b * p.q_stride[0] + t.s * p.q_stride[1] + t.h_begin * p.q_stride[2], p.q_stride[2],
+         heads, hp, d_qk, qv);
   for (int64_t h = 0; h < hp; ++h) {
     m[h] = -std::numeric_limits<float>::infinity();
     l[h] = 0.0f;
@@ -387,6 +398,6 @@ Status amx_run(const void* params, const ExecConfig& config) {
 }  // namespace
 
 const KernelEntry kSparseDecodeAmx = {"sparse_decode.amx", Op::kSparseDecode, Isa::kAmx,
-                                      sd_unsupported, sd_choose_splits, amx_run};
+                                      sd_unsupported,      sd_choose_splits,  amx_run};
 
 }  // namespace openmla

@@ -15,10 +15,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <cmath>
 #include <limits>
 #include <new>
 
@@ -93,7 +93,12 @@ struct PageDiv {
 class SlotCursor {
  public:
   SlotCursor(const SparseDecodeParams& p, int64_t b, int64_t s, int64_t begin, int64_t end)
-      : p_(p), b_(b), s_(s), pos_(begin), end_(end), main_div_(p.kv.page_size),
+      : p_(p),
+        b_(b),
+        s_(s),
+        pos_(begin),
+        end_(end),
+        main_div_(p.kv.page_size),
         extra_div_(p.has_extra ? p.extra_kv.page_size : 1) {}
 
   /// Fills up to `max` refs with the next valid slots; returns how many (0: done).
@@ -126,8 +131,8 @@ class SlotCursor {
       int64_t block, offset;
       div.split(index, &block, &offset);
       refs[n].rec = cache.token_record(block, offset, 0);
-      refs[n].scales = cache.format == KvFormat::kModel1 ? cache.model1_scales(block, offset)
-                                                          : nullptr;
+      refs[n].scales =
+          cache.format == KvFormat::kModel1 ? cache.model1_scales(block, offset) : nullptr;
       ++n;
     }
     if (q >= stop) q = to;  // positions past the length are never read
@@ -161,9 +166,10 @@ class PieceOutput {
       part_lse_[h] = lse;
       return;
     }
-    combine_partials(1, o, 0, &lse, 0, kDimV, p_.attn_sink ? p_.attn_sink + h * p_.sink_stride : nullptr,
-                     p_.out + t_.b * p_.out_stride[0] + t_.s * p_.out_stride[1] + h * p_.out_stride[2],
-                     p_.lse + t_.b * p_.lse_stride[0] + h * p_.lse_stride[1] + t_.s * p_.lse_stride[2]);
+    combine_partials(
+        1, o, 0, &lse, 0, kDimV, p_.attn_sink ? p_.attn_sink + h * p_.sink_stride : nullptr,
+        p_.out + t_.b * p_.out_stride[0] + t_.s * p_.out_stride[1] + h * p_.out_stride[2],
+        p_.lse + t_.b * p_.lse_stride[0] + h * p_.lse_stride[1] + t_.s * p_.lse_stride[2]);
   }
 
  private:
@@ -253,7 +259,8 @@ inline void finish_piece_state(const PieceTask& t, const float* m, const float* 
     const float* __restrict a = acc + i * acc_stride;
     for (int64_t v = 0; v < kDimV; ++v) row[v] = a[v] * inv;
     out.emit(t.h_begin + i, row,
-             static_cast<float>((static_cast<double>(m[i]) + std::log2(static_cast<double>(l[i]))) * kLn2));
+             static_cast<float>((static_cast<double>(m[i]) + std::log2(static_cast<double>(l[i]))) *
+                                kLn2));
   }
 }
 
