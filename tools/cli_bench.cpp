@@ -72,7 +72,7 @@ int finish(const Status& s) {
 }
 
 struct Common {
-  int threads, warmup, iters;
+  int threads, warmup, iters, layers;
   bool json, vs_ref;
   std::vector<std::string> impls;  ///< {""} = the registry's choice; several alternate call by call
 };
@@ -90,13 +90,36 @@ std::vector<std::string> split_names(const std::string& list) {
   }
 }
 
-/// Times the case with every kernel of k.impls (interleaved) and prints one line per kernel.
+/// `count` cases of one config with seeds 1, 2, ...: the layers of a model (same shapes, different
+/// data); seed 1 alone is the default single-layer case.
+template <typename Config, typename Make>
+auto make_layers(Config config, int count, Make make) {
+  std::vector<decltype(make(config))> layers;
+  for (int i = 0; i < std::max(count, 1); ++i) {
+    config.seed = static_cast<uint64_t>(i) + 1;
+    layers.push_back(make(config));
+  }
+  return layers;
+}
+
+/// Mean of fn(case) over the layers (FLOPs and bytes per call).
+template <typename Case, typename Fn>
+double mean_over(const std::vector<Case>& layers, Fn fn) {
+  double sum = 0.0;
+  for (const Case& c : layers) sum += fn(c);
+  return sum / static_cast<double>(layers.size());
+}
+
+/// Times the layers (call i on layer i mod L) with every kernel of k.impls, interleaved, and
+/// prints one line per kernel.
 template <typename Case>
-Status bench_case(const Case& c, const Common& k, const std::string& ref_name, const char* op,
-                  const Limits& lim, BenchLine* line) {
+Status bench_case(const std::vector<Case>& layers, const Common& k, const std::string& ref_name,
+                  const char* op, const Limits& lim, BenchLine* line) {
+  std::vector<const Case*> views;
+  for (const Case& c : layers) views.push_back(&c);
   std::vector<std::string> kernels;
   std::vector<Timing> timings;
-  Status s = time_case(c, k.impls, k.threads, k.warmup, k.iters, &kernels, &timings);
+  Status s = time_case(views, k.impls, k.threads, k.warmup, k.iters, &kernels, &timings);
   if (!s.ok()) return s;
   // The limits are measured again after the timed runs and the larger reading of each is kept: a
   // probe that ran during a co-tenant's burst would otherwise inflate every fraction.
@@ -105,10 +128,12 @@ Status bench_case(const Case& c, const Common& k, const std::string& ref_name, c
   if (k.vs_ref) {
     std::vector<std::string> ref_kernel;
     std::vector<Timing> ref_timing;
-    s = time_case(c, {ref_name}, k.threads, 0, 1, &ref_kernel, &ref_timing);
+    s = time_case({views[0]}, {ref_name}, k.threads, 0, 1, &ref_kernel, &ref_timing);
     if (!s.ok()) return s;
     line->ref_us = ref_timing[0].median_s * 1e6;
   }
+  line->json << ", \"layers\": " << layers.size();
+  if (layers.size() > 1) line->table_shape += " x" + std::to_string(layers.size()) + " layers";
   for (std::size_t i = 0; i < kernels.size(); ++i) {
     line->kernel = kernels[i];
     line->timing = timings[i];
@@ -138,10 +163,10 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
   c.sink = f.has("sink");
   c.odd_invalid = false;
   c.nan_poison = false;
-  const testing::SparseDecodeCase sc = testing::make_sparse_decode_case(c);
+  const auto layers = make_layers(c, k.layers, testing::make_sparse_decode_case);
   BenchLine line;
-  line.flops = testing::sparse_decode_flops(sc);
-  line.bytes = testing::sparse_decode_bytes(sc);
+  line.flops = mean_over(layers, testing::sparse_decode_flops);
+  line.bytes = mean_over(layers, testing::sparse_decode_bytes);
   line.json << "\"model\": \"" << model << "\", \"batch\": " << c.batch
             << ", \"seq_q\": " << c.seq_q << ", \"heads_q\": " << c.heads_q
             << ", \"topk\": " << c.topk << ", \"extra_topk\": " << c.extra_topk
@@ -150,7 +175,7 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
                      " h" + std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) +
                      (c.extra_topk ? "+" + std::to_string(c.extra_topk) : "") + " page" +
                      std::to_string(c.page_size);
-  const Status s = bench_case(sc, k, "sparse_decode.ref", "sparse_decode", lim, &line);
+  const Status s = bench_case(layers, k, "sparse_decode.ref", "sparse_decode", lim, &line);
   return finish(s);
 }
 
@@ -168,10 +193,10 @@ int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   c.cache_tokens = f.get_int("cache-tokens", 4096);
   c.varlen = false;
   c.causal = f.has("causal");
-  const testing::DenseDecodeCase dc = testing::make_dense_decode_case(c);
+  const auto layers = make_layers(c, k.layers, testing::make_dense_decode_case);
   BenchLine line;
-  line.flops = testing::dense_decode_flops(dc);
-  line.bytes = testing::dense_decode_bytes(dc);
+  line.flops = mean_over(layers, testing::dense_decode_flops);
+  line.bytes = mean_over(layers, testing::dense_decode_bytes);
   line.json << "\"format\": \"" << format << "\", \"batch\": " << c.batch
             << ", \"seq_q\": " << c.seq_q << ", \"heads_q\": " << c.heads_q
             << ", \"heads_kv\": " << c.heads_kv << ", \"cache_tokens\": " << c.cache_tokens
@@ -179,7 +204,7 @@ int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   line.table_shape = format + " b" + std::to_string(c.batch) + " s" + std::to_string(c.seq_q) +
                      " h" + std::to_string(c.heads_q) + "/" + std::to_string(c.heads_kv) + " n" +
                      std::to_string(c.cache_tokens);
-  const Status s = bench_case(dc, k, "dense_decode.ref", "dense_decode", lim, &line);
+  const Status s = bench_case(layers, k, "dense_decode.ref", "dense_decode", lim, &line);
   return finish(s);
 }
 
@@ -193,10 +218,10 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
   c.head_dim = f.get_int("d-qk", 576);
   c.sink = f.has("sink");
   c.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
-  const testing::SparsePrefillCase pc = testing::make_sparse_prefill_case(c);
+  const auto layers = make_layers(c, k.layers, testing::make_sparse_prefill_case);
   BenchLine line;
-  line.flops = testing::sparse_prefill_flops(pc);
-  line.bytes = testing::sparse_prefill_bytes(pc);
+  line.flops = mean_over(layers, testing::sparse_prefill_flops);
+  line.bytes = mean_over(layers, testing::sparse_prefill_bytes);
   line.json << "\"format\": \"bf16\", \"batch\": 1, \"seq_q\": " << c.seq_q
             << ", \"heads_q\": " << c.heads_q << ", \"heads_kv\": " << c.heads_kv
             << ", \"seq_kv\": " << c.seq_kv << ", \"topk\": " << c.topk
@@ -204,7 +229,7 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
   line.table_shape = "s" + std::to_string(c.seq_q) + " kv" + std::to_string(c.seq_kv) + " h" +
                      std::to_string(c.heads_q) + " topk" + std::to_string(c.topk) + " d" +
                      std::to_string(c.head_dim);
-  const Status s = bench_case(pc, k, "sparse_prefill.ref", "sparse_prefill", lim, &line);
+  const Status s = bench_case(layers, k, "sparse_prefill.ref", "sparse_prefill", lim, &line);
   return finish(s);
 }
 
@@ -221,6 +246,7 @@ int cmd_bench(const Flags& f) {
   k.threads = resolve_num_threads(static_cast<int>(f.get_int("threads", 0)));
   k.warmup = static_cast<int>(f.get_int("warmup", 2));
   k.iters = static_cast<int>(f.get_int("iters", 10));
+  k.layers = static_cast<int>(std::max<int64_t>(1, f.get_int("layers", 1)));
   k.json = f.has("json");
   k.vs_ref = f.has("vs-ref");
   k.impls = split_names(f.get("impl", ""));

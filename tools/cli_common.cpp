@@ -107,20 +107,29 @@ RunResult run_case(const testing::SparsePrefillCase& c, const std::string& kerne
 
 namespace {
 
-template <typename Args, typename PlanFn, typename RunFn>
-Status time_args(Args args, const std::vector<std::string>& kernels, int threads, int warmup,
-                 int iters, PlanFn&& plan_fn, RunFn&& run_fn, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing) {
-  testing::Outputs o = testing::bind_outputs(&args, false);
+template <typename Case, typename PlanFn, typename RunFn>
+Status time_layers(const std::vector<const Case*>& layers, const std::vector<std::string>& kernels,
+                   int threads, int warmup, int iters, PlanFn&& plan_fn, RunFn&& run_fn,
+                   std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+  using Args = decltype(layers[0]->args());
+  std::vector<Args> args;
+  std::vector<testing::Outputs> outputs;
+  args.reserve(layers.size());
+  outputs.reserve(layers.size());
+  for (const Case* c : layers) {
+    args.push_back(c->args());
+    outputs.push_back(testing::bind_outputs(&args.back(), false));
+  }
   std::vector<Plan> plans(kernels.size());
   kernel_out->clear();
   for (std::size_t k = 0; k < kernels.size(); ++k) {
-    OPENMLA_RETURN_IF_ERROR(plan_fn(args, make_options(kernels[k], threads), &plans[k]));
+    OPENMLA_RETURN_IF_ERROR(plan_fn(args[0], make_options(kernels[k], threads), &plans[k]));
     kernel_out->push_back(plans[k].kernel_name());
   }
   Status status;
+  std::vector<std::size_t> calls(kernels.size(), 0);
   *timing = time_runs_interleaved(warmup, iters, plans.size(), [&](std::size_t k) {
-    const Status s = run_fn(plans[k], args);
+    const Status s = run_fn(plans[k], args[calls[k]++ % args.size()]);
     if (!s.ok()) status = s;
   });
   return status;
@@ -128,25 +137,25 @@ Status time_args(Args args, const std::vector<std::string>& kernels, int threads
 
 }  // namespace
 
-Status time_case(const testing::SparseDecodeCase& c, const std::vector<std::string>& kernels,
-                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing) {
-  return time_args(c.args(), kernels, threads, warmup, iters, plan_sparse_decode, run_sparse_decode,
-                   kernel_out, timing);
+Status time_case(const std::vector<const testing::SparseDecodeCase*>& layers,
+                 const std::vector<std::string>& kernels, int threads, int warmup, int iters,
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+  return time_layers(layers, kernels, threads, warmup, iters, plan_sparse_decode, run_sparse_decode,
+                     kernel_out, timing);
 }
 
-Status time_case(const testing::DenseDecodeCase& c, const std::vector<std::string>& kernels,
-                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing) {
-  return time_args(c.args(), kernels, threads, warmup, iters, plan_dense_decode, run_dense_decode,
-                   kernel_out, timing);
+Status time_case(const std::vector<const testing::DenseDecodeCase*>& layers,
+                 const std::vector<std::string>& kernels, int threads, int warmup, int iters,
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+  return time_layers(layers, kernels, threads, warmup, iters, plan_dense_decode, run_dense_decode,
+                     kernel_out, timing);
 }
 
-Status time_case(const testing::SparsePrefillCase& c, const std::vector<std::string>& kernels,
-                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing) {
-  return time_args(c.args(), kernels, threads, warmup, iters, plan_sparse_prefill,
-                   run_sparse_prefill, kernel_out, timing);
+Status time_case(const std::vector<const testing::SparsePrefillCase*>& layers,
+                 const std::vector<std::string>& kernels, int threads, int warmup, int iters,
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+  return time_layers(layers, kernels, threads, warmup, iters, plan_sparse_prefill,
+                     run_sparse_prefill, kernel_out, timing);
 }
 
 namespace {

@@ -46,18 +46,20 @@ struct Timing {
 };
 
 /// Plans once per kernel (kernel "" = the registry's choice), then times `iters` run_* calls of
-/// each after `warmup` calls, as an engine reuses one plan across layers. With several kernels
-/// the calls alternate (k0, k1, ..., k0, k1, ...) so that a noisy machine affects all alike.
-/// `kernel_out` gets the chosen kernels, `timing` one entry per kernel.
-Status time_case(const testing::SparseDecodeCase& c, const std::vector<std::string>& kernels,
-                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing);
-Status time_case(const testing::DenseDecodeCase& c, const std::vector<std::string>& kernels,
-                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing);
-Status time_case(const testing::SparsePrefillCase& c, const std::vector<std::string>& kernels,
-                 int threads, int warmup, int iters, std::vector<std::string>* kernel_out,
-                 std::vector<Timing>* timing);
+/// each after `warmup` calls, as an engine reuses one plan across layers: call i of a kernel runs
+/// on layers[i % layers.size()] (same shapes, different data: several layers make every call read
+/// a cache the previous calls did not warm). With several kernels the calls alternate (k0, k1,
+/// ..., k0, k1, ...) so that a noisy machine affects all alike. `kernel_out` gets the chosen
+/// kernels, `timing` one entry per kernel.
+Status time_case(const std::vector<const testing::SparseDecodeCase*>& layers,
+                 const std::vector<std::string>& kernels, int threads, int warmup, int iters,
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing);
+Status time_case(const std::vector<const testing::DenseDecodeCase*>& layers,
+                 const std::vector<std::string>& kernels, int threads, int warmup, int iters,
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing);
+Status time_case(const std::vector<const testing::SparsePrefillCase*>& layers,
+                 const std::vector<std::string>& kernels, int threads, int warmup, int iters,
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing);
 
 /// Compares every output with the spec §7.2 tolerances of the op; message empty when ok.
 struct CheckResult {

@@ -27,7 +27,7 @@ bool run_row(const Case& c, double flops, const std::string& ref_name, bool pref
   progress(row->op + " " + row->model + ": best kernel");
   std::vector<std::string> kernels;
   std::vector<Timing> timings;
-  const Status timed = time_case(c, {""}, 0, 1, 5, &kernels, &timings);
+  const Status timed = time_case(std::vector<const Case*>{&c}, {""}, 0, 1, 5, &kernels, &timings);
   if (timed.ok()) {
     row->kernel = kernels[0];
     row->ms = timings[0].median_s * 1e3;
