@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""CLI contract test: `openmla bench ... --json` prints one JSON object per kernel with the keys
+the issues name, consistent numbers, and honours --impl (several kernels, alternated) and
+--layers. Tiny shapes; run by CTest as cli.bench_json.
+
+    python3 tests/cli/check_bench_json.py path/to/openmla
+"""
+import json
+import math
+import subprocess
+import sys
+
+COMMON = ["--threads", "1", "--iters", "2", "--warmup", "1", "--json"]
+SHAPE_KEYS = {
+    "sparse_decode": ["model", "batch", "seq_q", "heads_q", "topk", "extra_topk", "page_size"],
+    "dense_decode": ["format", "batch", "seq_q", "heads_q", "heads_kv", "cache_tokens", "topk"],
+    "sparse_prefill": ["format", "batch", "seq_q", "heads_q", "heads_kv", "seq_kv", "topk"],
+}
+RESULT_KEYS = ["op", "kernel", "threads", "us", "us_min", "tflops", "gbps", "peak_tflops",
+               "peak_gbps", "frac_of_peak", "layers"]
+
+
+def run(binary, args):
+    out = subprocess.run([binary, "bench"] + args, capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def check_lines(lines, op, kernels, layers):
+    assert len(lines) == len(kernels), (op, lines)
+    for line, kernel in zip(lines, kernels):
+        for key in SHAPE_KEYS[op] + RESULT_KEYS:
+            assert key in line, (op, key, line)
+        assert line["op"] == op, line
+        if kernel:
+            assert line["kernel"] == kernel, (kernel, line)
+        assert line["kernel"].startswith(op + "."), line
+        assert line["layers"] == layers, line
+        assert line["threads"] == 1, line
+        assert 0 < line["us_min"] <= line["us"], line
+        assert line["peak_tflops"] > 0 and line["peak_gbps"] > 0, line
+        frac_matmul = line["tflops"] / line["peak_tflops"]
+        frac_bw = line["gbps"] / line["peak_gbps"]
+        want = frac_matmul if op == "sparse_decode" else max(frac_matmul, frac_bw)
+        assert math.isclose(line["frac_of_peak"], want, rel_tol=2e-3, abs_tol=1e-4), line
+
+
+def main():
+    binary = sys.argv[1]
+    peak = run(binary, ["peak"] + COMMON)
+    assert len(peak) == 1 and peak[0]["peak_tflops"] > 0 and peak[0]["peak_gbps"] > 0, peak
+
+    lines = run(binary, ["sparse-decode", "--model", "v32", "--batch", "1", "--heads", "16",
+                         "--topk", "64", "--cache-tokens", "512", "--impl", "sparse_decode.ref,",
+                         "--layers", "2"] + COMMON)
+    check_lines(lines, "sparse_decode", ["sparse_decode.ref", ""], 2)
+    assert lines[0]["model"] == "v32" and lines[0]["topk"] == 64, lines
+
+    lines = run(binary, ["dense-decode", "--format", "bf16", "--batch", "1", "--heads", "16",
+                         "--cache-tokens", "300"] + COMMON)
+    check_lines(lines, "dense_decode", [""], 1)
+    assert lines[0]["cache_tokens"] == 300 and lines[0]["heads_kv"] == 1, lines
+
+    lines = run(binary, ["sparse-prefill", "--seq-q", "4", "--seq-kv", "256", "--heads", "16",
+                         "--topk", "64", "--d-qk", "576", "--impl", ",sparse_prefill.ref"]
+                + COMMON)
+    check_lines(lines, "sparse_prefill", ["", "sparse_prefill.ref"], 1)
+    print("bench JSON contract: ok")
+
+
+if __name__ == "__main__":
+    main()
