@@ -21,6 +21,7 @@
 #include "core/dtype.h"
 #include "dispatch/registry.h"
 #include "ops/dense_decode/dense_decode.h"
+#include "support/kernel_params.h"
 
 namespace {
 
@@ -28,6 +29,9 @@ using openmla::DenseDecodeArgs;
 using openmla::DType;
 using openmla::KvFormat;
 using openmla::Op;
+using openmla_test::find_kernel;
+using openmla_test::kernel_names;
+using openmla_test::test_name;
 using namespace openmla::testing;
 
 struct GridCase {
@@ -117,19 +121,6 @@ const Prepared& prepared(size_t index) {
   return *slot;
 }
 
-std::vector<std::string> kernel_names() {
-  std::vector<std::string> names;
-  for (const openmla::KernelEntry* k : openmla::kernels_for(Op::kDenseDecode))
-    names.push_back(k->name);
-  return names;
-}
-
-const openmla::KernelEntry* entry(const std::string& name) {
-  for (const openmla::KernelEntry* k : openmla::kernels_for(Op::kDenseDecode))
-    if (name == k->name) return k;
-  return nullptr;
-}
-
 /// Whether `k` takes a 576-dim BF16-layout problem with q / cache / out in `dtype`.
 bool accepts(const openmla::KernelEntry& k, DType dtype, const char** reason = nullptr) {
   openmla::DenseDecodeParams p;
@@ -140,17 +131,11 @@ bool accepts(const openmla::KernelEntry& k, DType dtype, const char** reason = n
   return why == nullptr;
 }
 
-std::string safe(std::string s) {
-  for (char& ch : s)
-    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return s;
-}
-
 class DenseDecodeKernelTest : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
 
 TEST_P(DenseDecodeKernelTest, MatchesReference) {
   const std::string& name = std::get<0>(GetParam());
-  const openmla::KernelEntry* k = entry(name);
+  const openmla::KernelEntry* k = find_kernel(Op::kDenseDecode, name);
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << name << " cannot run on this host (ISA cap)";
   const Prepared& p = prepared(std::get<1>(GetParam()));
@@ -163,12 +148,12 @@ TEST_P(DenseDecodeKernelTest, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Grid, DenseDecodeKernelTest,
-    ::testing::Combine(::testing::ValuesIn(kernel_names()),
+    ::testing::Combine(::testing::ValuesIn(kernel_names(Op::kDenseDecode)),
                        ::testing::Range<size_t>(0, grid().size())),
     [](const ::testing::TestParamInfo<DenseDecodeKernelTest::ParamType>& info) {
       const GridCase& g = grid()[std::get<1>(info.param)];
       std::ostringstream s;
-      s << safe(std::get<0>(info.param)) << "_" << std::get<1>(info.param) << "_"
+      s << test_name(std::get<0>(info.param)) << "_" << std::get<1>(info.param) << "_"
         << (g.format == KvFormat::kBF16  ? "bf16"
             : g.format == KvFormat::kV32 ? "v32"
                                          : "model1")
@@ -188,7 +173,7 @@ openmla::TensorView slice0(openmla::TensorView t, int64_t i) {
 class DenseDecodeKernelInvariance : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(DenseDecodeKernelInvariance, ThreadAndBatchInvariant) {
-  const openmla::KernelEntry* k = entry(GetParam());
+  const openmla::KernelEntry* k = find_kernel(Op::kDenseDecode, GetParam());
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << GetParam() << " cannot run on this host";
   const KvFormat formats[3] = {KvFormat::kBF16, KvFormat::kV32, KvFormat::kBF16};
@@ -234,9 +219,10 @@ TEST_P(DenseDecodeKernelInvariance, ThreadAndBatchInvariant) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Kernels, DenseDecodeKernelInvariance, ::testing::ValuesIn(kernel_names()),
+INSTANTIATE_TEST_SUITE_P(Kernels, DenseDecodeKernelInvariance,
+                         ::testing::ValuesIn(kernel_names(Op::kDenseDecode)),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           return safe(info.param);
+                           return test_name(info.param);
                          });
 
 // ---- fp16 (FlashMLA: q and the 16-bit cache in fp16, out fp16) ----
@@ -379,7 +365,7 @@ class DenseDecodeFp16Test : public ::testing::TestWithParam<std::tuple<std::stri
 
 TEST_P(DenseDecodeFp16Test, MatchesReferenceWithinOneFp16Step) {
   const std::string& name = std::get<0>(GetParam());
-  const openmla::KernelEntry* k = entry(name);
+  const openmla::KernelEntry* k = find_kernel(Op::kDenseDecode, name);
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << name << " cannot run on this host (ISA cap)";
   const Prepared& p = prepared_fp16(std::get<1>(GetParam()));
@@ -406,12 +392,12 @@ TEST_P(DenseDecodeFp16Test, MatchesReferenceWithinOneFp16Step) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fp16, DenseDecodeFp16Test,
-                         ::testing::Combine(::testing::ValuesIn(kernel_names()),
+                         ::testing::Combine(::testing::ValuesIn(kernel_names(Op::kDenseDecode)),
                                             ::testing::Range<size_t>(0, fp16_grid().size())),
                          [](const ::testing::TestParamInfo<DenseDecodeFp16Test::ParamType>& info) {
                            const Fp16Case& g = fp16_grid()[std::get<1>(info.param)];
                            std::ostringstream s;
-                           s << safe(std::get<0>(info.param)) << "_" << std::get<1>(info.param)
+                           s << test_name(std::get<0>(info.param)) << "_" << std::get<1>(info.param)
                              << "_fp16_d" << g.head_dim << "_h" << g.heads_q << "_hkv" << g.heads_kv
                              << "_p" << g.page_size << "_L" << g.tokens << "_s" << g.seq_q
                              << (g.causal ? "_causal" : "") << (g.non_contiguous ? "_nc" : "");
@@ -425,7 +411,7 @@ TEST(DenseDecodeFp16, SelectionSkipsKernelsThatDeclineFp16) {
   openmla::Plan plan;
   const openmla::Status st = openmla::plan_dense_decode(args, {}, &plan);
   ASSERT_TRUE(st.ok()) << st.to_string();
-  const openmla::KernelEntry* chosen = entry(plan.kernel_name());
+  const openmla::KernelEntry* chosen = find_kernel(Op::kDenseDecode, plan.kernel_name());
   ASSERT_NE(chosen, nullptr);
   EXPECT_TRUE(accepts(*chosen, DType::kF16)) << plan.kernel_name();
   for (const openmla::KernelEntry* k : openmla::kernels_for(Op::kDenseDecode)) {

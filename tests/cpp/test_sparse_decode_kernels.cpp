@@ -4,8 +4,9 @@
 // sinks with +-inf, NaN-poisoned unreferenced slots and page padding, extra cache, lengths incl.
 // 0, all-invalid rows, out-of-range indices, non-contiguous tensors, seq_q 1 and 3), compared
 // with FlashMLA's comparator (spec §7.1/§7.2) on FlashMLA's input distribution (§7.3: q = randn
-// clamped to [-1, 1], latents = randn/10 clamped, sm_scale = d_qk^-0.55). Plus determinism: bitwise identical output for
-// 1/2/3 threads, and batch invariance (a request alone == the same request inside a batch).
+// clamped to [-1, 1], latents = randn/10 clamped, sm_scale = d_qk^-0.55). Plus determinism: bitwise
+// identical output for 1/2/3 threads, and batch invariance (a request alone == the same request
+// inside a batch).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,6 +22,7 @@
 #include "core/dtype.h"
 #include "dispatch/registry.h"
 #include "openmla/openmla.h"
+#include "support/kernel_params.h"
 
 namespace openmla {
 namespace {
@@ -40,7 +42,7 @@ struct CaseSpec {
   bool poison = true;
   bool invalid_rows = false;  // some rows all -1 and a zero length
   bool out_of_range = false;
-  bool odd_scales = false;    // V32 only: non power-of-two fp32 scales
+  bool odd_scales = false;  // V32 only: non power-of-two fp32 scales
   uint64_t seed = 1;
 };
 
@@ -59,7 +61,8 @@ struct HostTensor {
       for (size_t d = 0; d < nd; ++d) alloc[d] += (d + 1 == nd) ? 128 : 1;
     }
     stride.assign(nd, 1);
-    for (int64_t d = static_cast<int64_t>(nd) - 2; d >= 0; --d) stride[d] = stride[d + 1] * alloc[d + 1];
+    for (int64_t d = static_cast<int64_t>(nd) - 2; d >= 0; --d)
+      stride[d] = stride[d + 1] * alloc[d + 1];
     int64_t total = 1;
     for (auto a : alloc) total *= a;
     buf.assign(static_cast<size_t>(total), T{});
@@ -78,7 +81,6 @@ struct HostTensor {
   }
   T& at(std::initializer_list<int64_t> idx) { return buf[offset(idx)]; }
 };
-
 
 struct Problem {
   SparseDecodeArgs args;
@@ -111,7 +113,8 @@ void build_cache(const CaseSpec& c, int64_t page, int64_t tokens, const std::set
   if (c.format == KvFormat::kBF16) {
     *bf16 = HostTensor<uint16_t>(DType::kBF16, {blocks, page, 1, d}, c.noncontig);
     for (int64_t slot = 0; slot < blocks * page; ++slot)
-      for (int64_t i = 0; i < d; ++i) bf16->at({slot / page, slot % page, 0, i}) = latent[slot * d + i];
+      for (int64_t i = 0; i < d; ++i)
+        bf16->at({slot / page, slot % page, 0, i}) = latent[slot * d + i];
     *view = bf16->view;
     return;
   }
@@ -170,8 +173,10 @@ void build_indices(const CaseSpec& c, int64_t topk, int64_t num_slots, bool with
           v = static_cast<int32_t>(perm[k]);
         }
         const uint64_t r = rng() % 100;
-        if (r < 8) v = -1;
-        else if (c.out_of_range && r < 16) v = (r & 1) ? static_cast<int32_t>(num_slots + r) : -7;
+        if (r < 8)
+          v = -1;
+        else if (c.out_of_range && r < 16)
+          v = (r & 1) ? static_cast<int32_t>(num_slots + r) : -7;
         if (c.invalid_rows && b == 0 && s == c.seq_q - 1) v = -1;
         idx->at({b, s, k}) = v;
         if (k < (*lengths)[b] && v >= 0 && v < num_slots) used->insert(v);
@@ -206,11 +211,10 @@ std::unique_ptr<Problem> make_problem(const CaseSpec& c, int64_t batch_override 
     a.extra_indices = pr->extra_indices.view;
     if (c.extra_lengths)
       a.extra_topk_length = make_tensor(pr->extra_topk_length.data(), DType::kI32, {c.batch});
-    build_cache(c, c.extra_page, c.extra_tokens, used_extra, rng, &pr->extra_bytes,
-                &pr->bf16_extra, &a.extra_kv_cache);
+    build_cache(c, c.extra_page, c.extra_tokens, used_extra, rng, &pr->extra_bytes, &pr->bf16_extra,
+                &a.extra_kv_cache);
   }
-  build_cache(c, c.page, c.cache_tokens, used, rng, &pr->cache_bytes, &pr->bf16_cache,
-              &a.kv_cache);
+  build_cache(c, c.page, c.cache_tokens, used, rng, &pr->cache_bytes, &pr->bf16_cache, &a.kv_cache);
   if (c.sink > 0) {
     pr->sink.resize(static_cast<size_t>(c.heads));
     for (auto& v : pr->sink) v = normal(rng) * 2.0f;
@@ -272,8 +276,8 @@ Status run_kernel(Problem& pr, const char* kernel, int threads) {
     const bool up = std::isinf(u) && u > 0, vp = std::isinf(v) && v > 0;
     const bool um = std::isinf(u) && u < 0, vm = std::isinf(v) && v < 0;
     if (un != vn || up != vp || um != vm)
-      return ::testing::AssertionFailure() << what << ": anomaly mismatch at " << i << ": " << u
-                                           << " vs ref " << v;
+      return ::testing::AssertionFailure()
+             << what << ": anomaly mismatch at " << i << ": " << u << " vs ref " << v;
     x[i] = (un || up || um) ? 0.0 : u;
     y[i] = (vn || vp || vm) ? 0.0 : v;
   }
@@ -298,28 +302,124 @@ const std::vector<CaseSpec>& cases() {
   using F = KvFormat;
   static const std::vector<CaseSpec> list = [] {
     std::vector<CaseSpec> v;
-    auto add = [&](CaseSpec c) { v.push_back(c); return &v.back(); };
+    auto add = [&](CaseSpec c) {
+      v.push_back(c);
+      return &v.back();
+    };
     // name, format, d, batch, seq_q, heads, topk, page, cache_tokens
     add({"v32_basic", F::kV32, 576, 2, 1, 16, 64, 64, 300});
-    { auto* c = add({"v32_h128_k2048", F::kV32, 576, 1, 1, 128, 2048, 64, 4096}); c->sink = 1; }
-    { auto* c = add({"v32_s3_p53_len", F::kV32, 576, 2, 3, 8, 100, 53, 400}); c->lengths = true; c->noncontig = true; }
-    { auto* c = add({"v32_k1_p2_h1", F::kV32, 576, 3, 1, 1, 1, 2, 20}); c->sink = 2; }
-    { auto* c = add({"v32_extra_p61_p69", F::kV32, 576, 2, 2, 64, 100, 61, 500}); c->extra_topk = 64; c->extra_page = 69; c->extra_tokens = 300; c->extra_lengths = true; c->sink = 2; c->seed = 3; }
-    { auto* c = add({"v32_p576_oob", F::kV32, 576, 2, 1, 16, 100, 576, 1200}); c->out_of_range = true; c->lengths = true; }
-    { auto* c = add({"v32_p256_invalid_rows", F::kV32, 576, 2, 3, 16, 64, 256, 600}); c->invalid_rows = true; c->lengths = true; c->sink = 2; c->seed = 4; }
-    { auto* c = add({"v32_odd_scales", F::kV32, 576, 1, 1, 16, 64, 64, 200}); c->odd_scales = true; c->poison = false; }
-    { auto* c = add({"v32_topk_gt_slots", F::kV32, 576, 2, 1, 8, 100, 2, 40}); c->sink = 1; }
-    { auto* c = add({"model1_bench_like", F::kModel1, 512, 2, 1, 64, 128, 256, 600}); c->extra_topk = 512; c->extra_page = 64; c->extra_tokens = 1500; c->lengths = true; c->extra_lengths = true; c->sink = 1; }
-    { auto* c = add({"model1_p576_nc", F::kModel1, 512, 2, 1, 16, 64, 576, 1300}); c->noncontig = true; c->sink = 2; c->seed = 5; }
-    { auto* c = add({"model1_s3_h128_p69", F::kModel1, 512, 1, 3, 128, 100, 69, 500}); c->sink = 2; c->seed = 6; }
-    { auto* c = add({"model1_k2048_h8", F::kModel1, 512, 2, 1, 8, 2048, 64, 3000}); c->lengths = true; }
-    { auto* c = add({"model1_h1_k2048", F::kModel1, 512, 1, 1, 1, 2048, 61, 2500}); c->extra_topk = 64; c->extra_page = 2; c->extra_tokens = 100; c->sink = 1; }
-    { auto* c = add({"model1_oob_invalid", F::kModel1, 512, 2, 3, 16, 100, 53, 400}); c->out_of_range = true; c->invalid_rows = true; c->extra_topk = 100; c->extra_page = 256; c->extra_tokens = 600; }
-    { auto* c = add({"model1_extra_len0", F::kModel1, 512, 3, 1, 16, 64, 64, 300}); c->extra_topk = 64; c->extra_page = 64; c->extra_tokens = 200; c->extra_lengths = true; c->lengths = true; }
-    { auto* c = add({"bf16_576_basic", F::kBF16, 576, 2, 1, 16, 64, 64, 300}); c->sink = 2; c->seed = 7; }
-    { auto* c = add({"bf16_512_extra_nc", F::kBF16, 512, 2, 3, 8, 100, 53, 400}); c->noncontig = true; c->extra_topk = 64; c->extra_page = 61; c->extra_tokens = 200; c->lengths = true; }
-    { auto* c = add({"bf16_576_h64_k2048", F::kBF16, 576, 1, 1, 64, 2048, 256, 3000}); c->out_of_range = true; }
-    { auto* c = add({"bf16_512_h128_p2", F::kBF16, 512, 1, 1, 128, 64, 2, 200}); c->invalid_rows = true; c->sink = 1; }
+    {
+      auto* c = add({"v32_h128_k2048", F::kV32, 576, 1, 1, 128, 2048, 64, 4096});
+      c->sink = 1;
+    }
+    {
+      auto* c = add({"v32_s3_p53_len", F::kV32, 576, 2, 3, 8, 100, 53, 400});
+      c->lengths = true;
+      c->noncontig = true;
+    }
+    {
+      auto* c = add({"v32_k1_p2_h1", F::kV32, 576, 3, 1, 1, 1, 2, 20});
+      c->sink = 2;
+    }
+    {
+      auto* c = add({"v32_extra_p61_p69", F::kV32, 576, 2, 2, 64, 100, 61, 500});
+      c->extra_topk = 64;
+      c->extra_page = 69;
+      c->extra_tokens = 300;
+      c->extra_lengths = true;
+      c->sink = 2;
+      c->seed = 3;
+    }
+    {
+      auto* c = add({"v32_p576_oob", F::kV32, 576, 2, 1, 16, 100, 576, 1200});
+      c->out_of_range = true;
+      c->lengths = true;
+    }
+    {
+      auto* c = add({"v32_p256_invalid_rows", F::kV32, 576, 2, 3, 16, 64, 256, 600});
+      c->invalid_rows = true;
+      c->lengths = true;
+      c->sink = 2;
+      c->seed = 4;
+    }
+    {
+      auto* c = add({"v32_odd_scales", F::kV32, 576, 1, 1, 16, 64, 64, 200});
+      c->odd_scales = true;
+      c->poison = false;
+    }
+    {
+      auto* c = add({"v32_topk_gt_slots", F::kV32, 576, 2, 1, 8, 100, 2, 40});
+      c->sink = 1;
+    }
+    {
+      auto* c = add({"model1_bench_like", F::kModel1, 512, 2, 1, 64, 128, 256, 600});
+      c->extra_topk = 512;
+      c->extra_page = 64;
+      c->extra_tokens = 1500;
+      c->lengths = true;
+      c->extra_lengths = true;
+      c->sink = 1;
+    }
+    {
+      auto* c = add({"model1_p576_nc", F::kModel1, 512, 2, 1, 16, 64, 576, 1300});
+      c->noncontig = true;
+      c->sink = 2;
+      c->seed = 5;
+    }
+    {
+      auto* c = add({"model1_s3_h128_p69", F::kModel1, 512, 1, 3, 128, 100, 69, 500});
+      c->sink = 2;
+      c->seed = 6;
+    }
+    {
+      auto* c = add({"model1_k2048_h8", F::kModel1, 512, 2, 1, 8, 2048, 64, 3000});
+      c->lengths = true;
+    }
+    {
+      auto* c = add({"model1_h1_k2048", F::kModel1, 512, 1, 1, 1, 2048, 61, 2500});
+      c->extra_topk = 64;
+      c->extra_page = 2;
+      c->extra_tokens = 100;
+      c->sink = 1;
+    }
+    {
+      auto* c = add({"model1_oob_invalid", F::kModel1, 512, 2, 3, 16, 100, 53, 400});
+      c->out_of_range = true;
+      c->invalid_rows = true;
+      c->extra_topk = 100;
+      c->extra_page = 256;
+      c->extra_tokens = 600;
+    }
+    {
+      auto* c = add({"model1_extra_len0", F::kModel1, 512, 3, 1, 16, 64, 64, 300});
+      c->extra_topk = 64;
+      c->extra_page = 64;
+      c->extra_tokens = 200;
+      c->extra_lengths = true;
+      c->lengths = true;
+    }
+    {
+      auto* c = add({"bf16_576_basic", F::kBF16, 576, 2, 1, 16, 64, 64, 300});
+      c->sink = 2;
+      c->seed = 7;
+    }
+    {
+      auto* c = add({"bf16_512_extra_nc", F::kBF16, 512, 2, 3, 8, 100, 53, 400});
+      c->noncontig = true;
+      c->extra_topk = 64;
+      c->extra_page = 61;
+      c->extra_tokens = 200;
+      c->lengths = true;
+    }
+    {
+      auto* c = add({"bf16_576_h64_k2048", F::kBF16, 576, 1, 1, 64, 2048, 256, 3000});
+      c->out_of_range = true;
+    }
+    {
+      auto* c = add({"bf16_512_h128_p2", F::kBF16, 512, 1, 1, 128, 64, 2, 200});
+      c->invalid_rows = true;
+      c->sink = 1;
+    }
     return v;
   }();
   return list;
@@ -337,27 +437,23 @@ const Result& reference(size_t case_index) {
 }
 
 std::vector<std::string> fast_kernel_names() {
-  std::vector<std::string> names;
-  for (const KernelEntry* k : kernels_for(Op::kSparseDecode))
-    if (k->isa != Isa::kNone) names.push_back(k->name);
-  return names;
+  return openmla_test::kernel_names(Op::kSparseDecode, true);
 }
 
 const KernelEntry* find_kernel(const std::string& name) {
-  for (const KernelEntry* k : kernels_for(Op::kSparseDecode))
-    if (name == k->name) return k;
-  return nullptr;
+  return openmla_test::find_kernel(Op::kSparseDecode, name);
 }
 
-class SparseDecodeKernelTest
-    : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
+class SparseDecodeKernelTest : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
 
 TEST_P(SparseDecodeKernelTest, MatchesReference) {
   const std::string& kname = std::get<0>(GetParam());
   const size_t ci = std::get<1>(GetParam());
   const KernelEntry* k = find_kernel(kname);
   ASSERT_NE(k, nullptr);
-  if (!kernel_runnable(*k)) GTEST_SKIP() << kname << " not runnable here (needs " << isa_name(k->isa) << ", effective " << isa_name(effective_isa()) << ")";
+  if (!kernel_runnable(*k))
+    GTEST_SKIP() << kname << " not runnable here (needs " << isa_name(k->isa) << ", effective "
+                 << isa_name(effective_isa()) << ")";
   const CaseSpec& c = cases()[ci];
   const Result& ref = reference(ci);
   auto pr = make_problem(c);
@@ -381,14 +477,11 @@ std::vector<std::tuple<std::string, size_t>> all_params() {
   return v;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Grid, SparseDecodeKernelTest, ::testing::ValuesIn(all_params()),
-    [](const ::testing::TestParamInfo<std::tuple<std::string, size_t>>& info) {
-      std::string n = std::get<0>(info.param) + "_" + cases()[std::get<1>(info.param)].name;
-      for (auto& ch : n)
-        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-      return n;
-    });
+INSTANTIATE_TEST_SUITE_P(Grid, SparseDecodeKernelTest, ::testing::ValuesIn(all_params()),
+                         [](const ::testing::TestParamInfo<std::tuple<std::string, size_t>>& info) {
+                           return openmla_test::test_name(std::get<0>(info.param) + "_" +
+                                                          cases()[std::get<1>(info.param)].name);
+                         });
 
 class SparseDecodeKernelDeterminism : public ::testing::TestWithParam<std::string> {};
 
@@ -457,10 +550,7 @@ TEST_P(SparseDecodeKernelDeterminism, BatchInvariant) {
 INSTANTIATE_TEST_SUITE_P(Kernels, SparseDecodeKernelDeterminism,
                          ::testing::ValuesIn(fast_kernel_names()),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           std::string n = info.param;
-                           for (auto& ch : n)
-                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           return n;
+                           return openmla_test::test_name(info.param);
                          });
 
 }  // namespace

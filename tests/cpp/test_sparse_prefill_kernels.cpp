@@ -14,11 +14,15 @@
 #include "cases.h"
 #include "compare.h"
 #include "dispatch/registry.h"
+#include "support/kernel_params.h"
 
 namespace {
 
 using openmla::Op;
 using openmla::SparsePrefillArgs;
+using openmla_test::find_kernel;
+using openmla_test::kernel_names;
+using openmla_test::test_name;
 using namespace openmla::testing;
 
 struct GridCase {
@@ -95,31 +99,11 @@ const Prepared& prepared(size_t index) {
   return *slot;
 }
 
-std::vector<std::string> kernel_names() {
-  std::vector<std::string> names;
-  for (const openmla::KernelEntry* k : openmla::kernels_for(Op::kSparsePrefill))
-    names.push_back(k->name);
-  return names;
-}
-
-const openmla::KernelEntry* entry(const std::string& name) {
-  for (const openmla::KernelEntry* k : openmla::kernels_for(Op::kSparsePrefill))
-    if (name == k->name) return k;
-  return nullptr;
-}
-
-std::string safe(std::string s) {
-  for (char& ch : s)
-    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  return s;
-}
-
-class SparsePrefillKernelTest
-    : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
+class SparsePrefillKernelTest : public ::testing::TestWithParam<std::tuple<std::string, size_t>> {};
 
 TEST_P(SparsePrefillKernelTest, MatchesReference) {
   const std::string& name = std::get<0>(GetParam());
-  const openmla::KernelEntry* k = entry(name);
+  const openmla::KernelEntry* k = find_kernel(Op::kSparsePrefill, name);
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << name << " cannot run on this host (ISA cap)";
   const Prepared& p = prepared(std::get<1>(GetParam()));
@@ -134,12 +118,12 @@ TEST_P(SparsePrefillKernelTest, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(
     Grid, SparsePrefillKernelTest,
-    ::testing::Combine(::testing::ValuesIn(kernel_names()),
+    ::testing::Combine(::testing::ValuesIn(kernel_names(Op::kSparsePrefill)),
                        ::testing::Range<size_t>(0, grid().size())),
     [](const ::testing::TestParamInfo<SparsePrefillKernelTest::ParamType>& info) {
       const GridCase& g = grid()[std::get<1>(info.param)];
       std::ostringstream s;
-      s << safe(std::get<0>(info.param)) << "_" << std::get<1>(info.param) << "_h" << g.heads_q
+      s << test_name(std::get<0>(info.param)) << "_" << std::get<1>(info.param) << "_h" << g.heads_q
         << "_hkv" << g.heads_kv << "_d" << g.head_dim << "_k" << g.topk << "_kv" << g.seq_kv
         << (g.topk_length ? "_len" : "") << (g.sink ? "_sink" : "")
         << (g.all_invalid_rows ? "_lonely" : "") << (g.non_contiguous ? "_nc" : "");
@@ -157,7 +141,7 @@ openmla::TensorView slice0(openmla::TensorView t, int64_t i) {
 class SparsePrefillKernelInvariance : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(SparsePrefillKernelInvariance, ThreadAndBatchInvariant) {
-  const openmla::KernelEntry* k = entry(GetParam());
+  const openmla::KernelEntry* k = find_kernel(Op::kSparsePrefill, GetParam());
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << GetParam() << " cannot run on this host";
   SparsePrefillConfig cfg;
@@ -193,20 +177,20 @@ TEST_P(SparsePrefillKernelInvariance, ThreadAndBatchInvariant) {
     EXPECT_TRUE(bitwise_equal(alone.out, std::vector<float>(base.out.begin() + s * hq * 512,
                                                             base.out.begin() + (s + 1) * hq * 512)))
         << "out of query " << s << " depends on the batch";
-    EXPECT_TRUE(bitwise_equal(alone.lse, std::vector<float>(base.lse.begin() + s * hq,
-                                                            base.lse.begin() + (s + 1) * hq)))
+    EXPECT_TRUE(bitwise_equal(
+        alone.lse, std::vector<float>(base.lse.begin() + s * hq, base.lse.begin() + (s + 1) * hq)))
         << "lse of query " << s << " depends on the batch";
-    EXPECT_TRUE(bitwise_equal(alone.max_logits,
-                              std::vector<float>(base.max_logits.begin() + s * hq,
-                                                 base.max_logits.begin() + (s + 1) * hq)))
+    EXPECT_TRUE(
+        bitwise_equal(alone.max_logits, std::vector<float>(base.max_logits.begin() + s * hq,
+                                                           base.max_logits.begin() + (s + 1) * hq)))
         << "max_logits of query " << s << " depends on the batch";
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Kernels, SparsePrefillKernelInvariance,
-                         ::testing::ValuesIn(kernel_names()),
+                         ::testing::ValuesIn(kernel_names(Op::kSparsePrefill)),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           return safe(info.param);
+                           return test_name(info.param);
                          });
 
 }  // namespace
