@@ -1,4 +1,4 @@
-// 16x16 fp32 transpose in registers (include only from *_avx512.cpp / *_amx.cpp).
+// 16x16 32-bit transposes in registers (include only from *_avx512.cpp / *_amx.cpp).
 #pragma once
 
 #include <immintrin.h>
@@ -30,6 +30,14 @@ inline void transpose16x16_ps(__m512 r[16]) {
     r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
     r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
   }
+}
+
+/// The same transpose for 32-bit integer lanes (bf16 pairs, dwords).
+inline void transpose16x16_epi32(__m512i r[16]) {
+  __m512 f[16];
+  for (int i = 0; i < 16; ++i) f[i] = _mm512_castsi512_ps(r[i]);
+  transpose16x16_ps(f);
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(f[i]);
 }
 
 }  // namespace

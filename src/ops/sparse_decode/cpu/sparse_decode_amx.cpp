@@ -230,14 +230,6 @@ inline __m512i pair_interleave_index() {
   return _mm512_load_si512(idx);
 }
 
-// In-place transpose of a 16x16 matrix of 32-bit elements held in 16 vectors.
-inline void transpose16x16_epi32(__m512i r[16]) {
-  __m512 f[16];
-  for (int i = 0; i < 16; ++i) f[i] = _mm512_castsi512_ps(r[i]);
-  transpose16x16_ps(f);
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(f[i]);
-}
-
 // Online-softmax update of one block fused with the transpose: S^T fp32 [n_pad][hp] (raw scores)
 // -> P bf16 [hp][n_pad] (round to nearest even; rows >= n_valid give P = 0). Same update rule as
 // softmax_block_avx512 (lazy rescale, base 2, L from unrounded P); alpha[h] is the accumulator
@@ -245,23 +237,13 @@ inline void transpose16x16_epi32(__m512i r[16]) {
 bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, float c, float* m,
                   float* l, float* alpha, uint16_t* pb) {
   const __m512 cv = _mm512_set1_ps(c);
-  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   const __m512i pair = pair_interleave_index();
   bool any = false;
   __m512i r[16];
   for (int64_t j = 0; j < hp; j += 16) {
-    __m512 bm = ninf;
-    for (int64_t n = 0; n < n_valid; ++n)
-      bm = _mm512_max_ps(bm, _mm512_mul_ps(_mm512_load_ps(st + n * hp + j), cv));
-    const __m512 m_old = _mm512_loadu_ps(m + j);
-    const __mmask16 move =
-        _mm512_cmp_ps_mask(bm, _mm512_add_ps(m_old, _mm512_set1_ps(kLazyRescale)), _CMP_GT_OQ);
-    const __m512 m_new = _mm512_mask_mov_ps(m_old, move, bm);
-    const __m512 a = exp2_avx512(_mm512_sub_ps(m_old, m_new));
-    const __mmask16 rescale = move & _mm512_cmp_ps_mask(m_old, ninf, _CMP_NEQ_OQ);
-    any |= rescale != 0;
-    _mm512_storeu_ps(m + j, m_new);
-    _mm512_storeu_ps(alpha + j, _mm512_mask_blend_ps(rescale, _mm512_set1_ps(1.0f), a));
+    const HeadMaxStep step = running_max_step(st, n_valid, hp, j, cv, m, alpha);
+    const __m512 m_new = step.m_new;
+    any |= step.rescale != 0;
     __m512 sum0 = _mm512_setzero_ps(), sum1 = _mm512_setzero_ps();
     for (int64_t n0 = 0; n0 < n_pad; n0 += 32) {
       for (int i = 0; i < 16; ++i) {
@@ -283,9 +265,7 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
       transpose16x16_epi32(r);
       for (int i = 0; i < 16; ++i) _mm512_storeu_si512(pb + (j + i) * p_stride(n_pad) + n0, r[i]);
     }
-    const __m512 l_old = _mm512_loadu_ps(l + j);
-    const __m512 l_scaled = _mm512_mask_mul_ps(l_old, rescale, l_old, a);
-    _mm512_storeu_ps(l + j, _mm512_add_ps(l_scaled, _mm512_add_ps(sum0, sum1)));
+    running_sum_step(l, j, step, sum0, sum1);
   }
   return any;
 }
