@@ -227,40 +227,25 @@ INSTANTIATE_TEST_SUITE_P(Kernels, DenseDecodeKernelInvariance,
 
 // ---- fp16 (FlashMLA: q and the 16-bit cache in fp16, out fp16) ----
 
-struct Fp16Case {
-  int64_t head_dim, batch, seq_q, heads_q, heads_kv, page_size, tokens;
-  bool varlen, causal, non_contiguous;
-};
-
-const std::vector<Fp16Case>& fp16_grid() {
-  // dim, batch, seq_q, heads_q, heads_kv, page, tokens, varlen, causal, noncontig
-  static const std::vector<Fp16Case> cases = {
-      {576, 2, 1, 16, 1, 64, 65, false, false, false},
-      {576, 2, 2, 16, 1, 61, 200, true, true, true},
-      {576, 2, 2, 128, 1, 64, 130, false, true, true},
-      {576, 1, 1, 128, 1, 61, 4097, false, false, false},  // several split pieces
-      {576, 3, 2, 16, 2, 61, 65, true, true, false},
-      {512, 2, 1, 16, 1, 64, 63, false, false, true},
-      {576, 1, 3, 16, 1, 64, 1, false, true, false},  // lonely causal rows
+/// The fp16 grid: 16-bit cache layout (KvFormat::kBF16) holding fp16, with fp16 q and out.
+const std::vector<GridCase>& fp16_grid() {
+  const KvFormat bf = KvFormat::kBF16;
+  // format, dim, batch, seq_q, heads_q, heads_kv, page, tokens, varlen, zero, causal, noncontig
+  static const std::vector<GridCase> cases = {
+      {bf, 576, 2, 1, 16, 1, 64, 65, false, false, false, false},
+      {bf, 576, 2, 2, 16, 1, 61, 200, true, false, true, true},
+      {bf, 576, 2, 2, 128, 1, 64, 130, false, false, true, true},
+      {bf, 576, 1, 1, 128, 1, 61, 4097, false, false, false, false},  // several split pieces
+      {bf, 576, 3, 2, 16, 2, 61, 65, true, false, true, false},
+      {bf, 512, 2, 1, 16, 1, 64, 63, false, false, false, true},
+      {bf, 576, 1, 3, 16, 1, 64, 1, false, false, true, false},  // lonely causal rows
   };
   return cases;
 }
 
 DenseDecodeCase make_fp16_case(size_t index) {
-  const Fp16Case& g = fp16_grid()[index];
-  DenseDecodeConfig c;
+  DenseDecodeConfig c = config_of(fp16_grid()[index], 500 + index);
   c.dtype = DType::kF16;
-  c.head_dim = g.head_dim;
-  c.batch = g.batch;
-  c.seq_q = g.seq_q;
-  c.heads_q = g.heads_q;
-  c.heads_kv = g.heads_kv;
-  c.page_size = g.page_size;
-  c.cache_tokens = g.tokens;
-  c.varlen = g.varlen;
-  c.causal = g.causal;
-  c.non_contiguous = g.non_contiguous;
-  c.seed = 500 + index;
   return make_dense_decode_case(c);
 }
 
@@ -395,7 +380,7 @@ INSTANTIATE_TEST_SUITE_P(Fp16, DenseDecodeFp16Test,
                          ::testing::Combine(::testing::ValuesIn(kernel_names(Op::kDenseDecode)),
                                             ::testing::Range<size_t>(0, fp16_grid().size())),
                          [](const ::testing::TestParamInfo<DenseDecodeFp16Test::ParamType>& info) {
-                           const Fp16Case& g = fp16_grid()[std::get<1>(info.param)];
+                           const GridCase& g = fp16_grid()[std::get<1>(info.param)];
                            std::ostringstream s;
                            s << test_name(std::get<0>(info.param)) << "_" << std::get<1>(info.param)
                              << "_fp16_d" << g.head_dim << "_h" << g.heads_q << "_hkv" << g.heads_kv
