@@ -25,6 +25,12 @@ Status check_head_dims(int64_t head_dim, int64_t head_dim_v) {
   return Status::Ok();
 }
 
+const char* head_dims_unsupported(int64_t head_dim, int64_t head_dim_v) {
+  return check_head_dims(head_dim, head_dim_v).ok()
+             ? nullptr
+             : "head_dim must be 576 or 512 and head_dim_v 512";
+}
+
 Status check_decode_outputs(const TensorView& out, const TensorView& lse, int64_t batch,
                             int64_t seq_q, int64_t heads_q, int64_t head_dim_v, DType out_dtype) {
   OPENMLA_RETURN_IF_ERROR(check_tensor(out, "out", {out_dtype}, 4, true));

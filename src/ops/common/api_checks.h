@@ -10,6 +10,9 @@ Status resolve_softmax_scale(float requested, int64_t head_dim, float* scale);
 
 /// Checks head_dim (512 or 576) and head_dim_v (512).
 Status check_head_dims(int64_t head_dim, int64_t head_dim_v);
+/// The same rule as a kernel's unsupported reason (nullptr when the dims are supported), for the
+/// KernelEntry::unsupported_reason functions of the CPU kernels.
+const char* head_dims_unsupported(int64_t head_dim, int64_t head_dim_v);
 
 /// Checks decode outputs: out [batch, seq_q, heads_q, head_dim_v] of dtype `out_dtype` (q's
 /// dtype; last dim contiguous) and lse fp32 [batch, heads_q, seq_q] (any strides).

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "ops/common/api_checks.h"
 #include "cpu/attn_rows_engine.h"
 #include "cpu/combine.h"
 #include "ops/dense_decode/dense_decode.h"
@@ -44,9 +45,7 @@ inline int dd_choose_splits(const void* params, int) {
 
 inline const char* dd_unsupported(const void* params) {
   const auto& p = *static_cast<const DenseDecodeParams*>(params);
-  if (p.head_dim_v != kRowsDimV) return "head_dim_v must be 512";
-  if (p.head_dim != 576 && p.head_dim != 512) return "head_dim must be 576 or 512";
-  return nullptr;
+  return head_dims_unsupported(p.head_dim, p.head_dim_v);
 }
 
 /// Reads key tile i (16 rows) of the block in place when its 16 records are equally spaced in

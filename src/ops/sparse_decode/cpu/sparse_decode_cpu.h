@@ -23,6 +23,7 @@
 #include <new>
 
 #include "core/thread_pool.h"
+#include "ops/common/api_checks.h"
 #include "cpu/aligned_buffer.h"
 #include "cpu/combine.h"
 #include "ops/sparse_decode/sparse_decode.h"
@@ -57,8 +58,7 @@ inline int sd_choose_splits(const void* params, int) {
 
 inline const char* sd_unsupported(const void* params) {
   const auto& p = *static_cast<const SparseDecodeParams*>(params);
-  if (p.head_dim_v != kDimV) return "head_dim_v must be 512";
-  if (p.head_dim != 576 && p.head_dim != 512) return "head_dim must be 576 or 512";
+  if (const char* why = head_dims_unsupported(p.head_dim, p.head_dim_v)) return why;
   if (p.heads_q > 4096) return "heads_q above 4096";
   return nullptr;
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "ops/common/api_checks.h"
 #include "cpu/attn_rows_engine.h"
 #include "cpu/combine.h"
 #include "ops/sparse_prefill/sparse_prefill.h"
@@ -26,9 +27,7 @@ constexpr int64_t kPrefetch = 32;
 
 inline const char* sp_unsupported(const void* params) {
   const auto& p = *static_cast<const SparsePrefillParams*>(params);
-  if (p.head_dim_v != kRowsDimV) return "head_dim_v must be 512";
-  if (p.head_dim != 576 && p.head_dim != 512) return "head_dim must be 576 or 512";
-  return nullptr;
+  return head_dims_unsupported(p.head_dim, p.head_dim_v);
 }
 
 template <class Backend>
