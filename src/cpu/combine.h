@@ -8,8 +8,9 @@
 //   G' = G + ln(1 + exp(sink - G)) with a sink (G' = G without; lonely rows: out 0);
 //   out = sum_k exp(lse_k - G') * o_k, rounded once (RNE) to the output dtype, bf16 or fp16.
 // One piece without a sink gives weight exactly 1, so out = round(o_0).
-// Plain C++ (no ISA flags): weights in double, the weighted sum in fp32 in piece order, so the
-// result depends only on the partials (deterministic whatever thread produced them).
+// Weights in double, the weighted sum in fp32 in piece order (cpu/combine_loops.h: a portable and
+// an AVX-512 version with the same bits), so the result depends only on the partials
+// (deterministic whatever thread or kernel produced them).
 #pragma once
 
 #include <cstdint>
