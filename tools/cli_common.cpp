@@ -110,7 +110,8 @@ namespace {
 template <typename Case, typename PlanFn, typename RunFn>
 Status time_layers(const std::vector<const Case*>& layers, const std::vector<std::string>& kernels,
                    int threads, int warmup, int iters, PlanFn&& plan_fn, RunFn&& run_fn,
-                   std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+                   std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                   const std::function<void()>& probe) {
   using Args = decltype(layers[0]->args());
   std::vector<Args> args;
   std::vector<testing::Outputs> outputs;
@@ -128,7 +129,12 @@ Status time_layers(const std::vector<const Case*>& layers, const std::vector<std
   }
   Status status;
   std::vector<std::size_t> calls(kernels.size(), 0);
-  *timing = time_runs_interleaved(warmup, iters, plans.size(), [&](std::size_t k) {
+  const std::size_t slots = plans.size() + (probe ? 1 : 0);
+  *timing = time_runs_interleaved(warmup, iters, slots, [&](std::size_t k) {
+    if (k == plans.size()) {
+      probe();
+      return;
+    }
     const Status s = run_fn(plans[k], args[calls[k]++ % args.size()]);
     if (!s.ok()) status = s;
   });
@@ -139,23 +145,26 @@ Status time_layers(const std::vector<const Case*>& layers, const std::vector<std
 
 Status time_case(const std::vector<const testing::SparseDecodeCase*>& layers,
                  const std::vector<std::string>& kernels, int threads, int warmup, int iters,
-                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                 const std::function<void()>& probe) {
   return time_layers(layers, kernels, threads, warmup, iters, plan_sparse_decode, run_sparse_decode,
-                     kernel_out, timing);
+                     kernel_out, timing, probe);
 }
 
 Status time_case(const std::vector<const testing::DenseDecodeCase*>& layers,
                  const std::vector<std::string>& kernels, int threads, int warmup, int iters,
-                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                 const std::function<void()>& probe) {
   return time_layers(layers, kernels, threads, warmup, iters, plan_dense_decode, run_dense_decode,
-                     kernel_out, timing);
+                     kernel_out, timing, probe);
 }
 
 Status time_case(const std::vector<const testing::SparsePrefillCase*>& layers,
                  const std::vector<std::string>& kernels, int threads, int warmup, int iters,
-                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing) {
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                 const std::function<void()>& probe) {
   return time_layers(layers, kernels, threads, warmup, iters, plan_sparse_prefill,
-                     run_sparse_prefill, kernel_out, timing);
+                     run_sparse_prefill, kernel_out, timing, probe);
 }
 
 namespace {

@@ -2,6 +2,7 @@
 // kernel, comparing against the reference, and timing.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -50,16 +51,20 @@ struct Timing {
 /// on layers[i % layers.size()] (same shapes, different data: several layers make every call read
 /// a cache the previous calls did not warm). With several kernels the calls alternate (k0, k1,
 /// ..., k0, k1, ...) so that a noisy machine affects all alike. `kernel_out` gets the chosen
-/// kernels, `timing` one entry per kernel.
+/// kernels, `timing` one entry per kernel. `probe` (optional) is called and timed once per round
+/// after the kernels (a machine-limit probe taken alongside the op); its Timing comes last.
 Status time_case(const std::vector<const testing::SparseDecodeCase*>& layers,
                  const std::vector<std::string>& kernels, int threads, int warmup, int iters,
-                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing);
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                 const std::function<void()>& probe = {});
 Status time_case(const std::vector<const testing::DenseDecodeCase*>& layers,
                  const std::vector<std::string>& kernels, int threads, int warmup, int iters,
-                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing);
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                 const std::function<void()>& probe = {});
 Status time_case(const std::vector<const testing::SparsePrefillCase*>& layers,
                  const std::vector<std::string>& kernels, int threads, int warmup, int iters,
-                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing);
+                 std::vector<std::string>* kernel_out, std::vector<Timing>* timing,
+                 const std::function<void()>& probe = {});
 
 /// Compares every output with the spec §7.2 tolerances of the op; message empty when ok.
 struct CheckResult {

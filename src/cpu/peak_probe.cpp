@@ -42,34 +42,57 @@ double peak_loop_scalar(long iters) {
 
 }  // namespace
 
+namespace {
+
+struct ProbeLoop {
+  double (*loop)(long) = peak_loop_scalar;
+  long iters = 20000000;  ///< iterations of one ~30 ms measurement
+};
+
+ProbeLoop probe_loop() {
+  const Isa isa = effective_isa();
+  if (isa >= Isa::kAmx) return {detail::peak_loop_amx, 200000};  // 4 TDPBF16PS each
+  if (isa >= Isa::kAvx512) return {detail::peak_loop_avx512, 2000000};
+  if (isa >= Isa::kAvx2) return {detail::peak_loop_avx2, 2000000};
+  return {};
+}
+
+double run_probe_on_threads(const ProbeLoop& probe, int threads, long iters) {
+  std::vector<double> flops(static_cast<size_t>(threads));
+  parallel_for(threads, threads, [&](int64_t t, int) { flops[t] = probe.loop(iters); });
+  double total = 0;
+  for (double f : flops) total += f;
+  return total;
+}
+
+}  // namespace
+
 double measure_matmul_peak_tflops(int threads) {
   threads = std::max(1, threads);
-  const Isa isa = effective_isa();
-  double (*loop)(long) = peak_loop_scalar;
-  long iters = 20000000;
-  if (isa >= Isa::kAmx) {
-    loop = detail::peak_loop_amx;
-    iters = 200000;  // 4 TDPBF16PS each: ~30 ms
-  } else if (isa >= Isa::kAvx512) {
-    loop = detail::peak_loop_avx512;
-    iters = 2000000;
-  } else if (isa >= Isa::kAvx2) {
-    loop = detail::peak_loop_avx2;
-    iters = 2000000;
-  }
+  const ProbeLoop probe = probe_loop();
   PinScope pin;
-  std::vector<double> flops(static_cast<size_t>(threads));
-  parallel_for(threads, threads, [&](int64_t t, int) { flops[t] = loop(iters / 10); });  // warm-up
+  run_probe_on_threads(probe, threads, probe.iters / 10);  // warm-up
   double best = 0.0;
   for (int rep = 0; rep < 7; ++rep) {
     const double t0 = now_seconds();
-    parallel_for(threads, threads, [&](int64_t t, int) { flops[t] = loop(iters); });
-    const double dt = now_seconds() - t0;
-    double total = 0;
-    for (double f : flops) total += f;
-    best = std::max(best, total / dt * 1e-12);
+    const double flops = run_probe_on_threads(probe, threads, probe.iters);
+    best = std::max(best, flops / (now_seconds() - t0) * 1e-12);
   }
   return best;
+}
+
+double run_matmul_probe_tflops(int threads) {
+  const ProbeLoop probe = probe_loop();
+  threads = std::max(1, threads);
+  std::vector<double> rate(static_cast<size_t>(threads));
+  parallel_for(threads, threads, [&](int64_t t, int) {
+    const double t0 = now_seconds();
+    const double flops = probe.loop(probe.iters / 30);
+    rate[t] = flops / (now_seconds() - t0) * 1e-12;
+  });
+  double total = 0;
+  for (double r : rate) total += r;
+  return total;
 }
 
 double measure_stream_bandwidth_gbps(int threads) {

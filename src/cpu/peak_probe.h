@@ -9,6 +9,12 @@ namespace openmla {
 /// an fp32 FMA register loop (AVX-512, then AVX2), else a scalar FMA loop.
 double measure_matmul_peak_tflops(int threads);
 
+/// One short run (~1 ms) of the loop measure_matmul_peak_tflops uses, on `threads` threads, in
+/// TFLOP/s (each thread times its own loop, so waking the threads is not counted). `openmla bench`
+/// runs one after every round of kernel calls, so that the peak a fraction refers to was measured
+/// while the op ran.
+double run_matmul_probe_tflops(int threads);
+
 /// Best-of-N streaming read bandwidth in GB/s (1e9 B/s) over `threads` pinned threads, reading a
 /// 1 GiB buffer (far larger than the LLC) that each thread first-touched itself.
 double measure_stream_bandwidth_gbps(int threads);

@@ -17,7 +17,7 @@ SHAPE_KEYS = {
     "sparse_prefill": ["format", "batch", "seq_q", "heads_q", "heads_kv", "seq_kv", "topk"],
 }
 RESULT_KEYS = ["op", "kernel", "threads", "us", "us_min", "tflops", "gbps", "peak_tflops",
-               "peak_gbps", "frac_of_peak", "layers"]
+               "peak_gbps", "frac_of_peak", "layers", "peak_tflops_best"]
 
 
 def run(binary, args):
@@ -38,6 +38,9 @@ def check_lines(lines, op, kernels, layers):
         assert line["threads"] == 1, line
         assert 0 < line["us_min"] <= line["us"], line
         assert line["peak_tflops"] > 0 and line["peak_gbps"] > 0, line
+        # peak_tflops comes from the probes between the calls, peak_tflops_best from bench peak's
+        # best-of-N probe: the same loop, so they cannot be far apart.
+        assert 0.2 < line["peak_tflops"] / line["peak_tflops_best"] < 5, line
         frac_matmul = line["tflops"] / line["peak_tflops"]
         frac_bw = line["gbps"] / line["peak_gbps"]
         want = frac_matmul if op == "sparse_decode" else max(frac_matmul, frac_bw)
