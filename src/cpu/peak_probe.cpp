@@ -67,18 +67,32 @@ double run_probe_on_threads(const ProbeLoop& probe, int threads, long iters) {
 
 }  // namespace
 
-double measure_matmul_peak_tflops(int threads) {
-  threads = std::max(1, threads);
-  const ProbeLoop probe = probe_loop();
+namespace {
+
+/// Best of 7 timed runs of `iters` iterations of `loop` on every thread (after a short warm-up).
+double best_of_runs_tflops(double (*loop)(long), long iters, int threads) {
   PinScope pin;
-  run_probe_on_threads(probe, threads, probe.iters / 10);  // warm-up
+  const ProbeLoop probe = {loop, iters};
+  run_probe_on_threads(probe, threads, iters / 10);  // warm-up
   double best = 0.0;
   for (int rep = 0; rep < 7; ++rep) {
     const double t0 = now_seconds();
-    const double flops = run_probe_on_threads(probe, threads, probe.iters);
+    const double flops = run_probe_on_threads(probe, threads, iters);
     best = std::max(best, flops / (now_seconds() - t0) * 1e-12);
   }
   return best;
+}
+
+}  // namespace
+
+double measure_matmul_peak_tflops(int threads) {
+  const ProbeLoop probe = probe_loop();
+  return best_of_runs_tflops(probe.loop, probe.iters, std::max(1, threads));
+}
+
+double measure_tile_gemm_tflops(int threads) {
+  if (effective_isa() < Isa::kAmx) return 0.0;
+  return best_of_runs_tflops(detail::tile_gemm_loop_amx, 10000, std::max(1, threads));  // ~30 ms
 }
 
 double run_matmul_probe_tflops(int threads) {

@@ -9,6 +9,11 @@ namespace openmla {
 /// an fp32 FMA register loop (AVX-512, then AVX2), else a scalar FMA loop.
 double measure_matmul_peak_tflops(int threads);
 
+/// Best-of-N rate of a plain 2x2-blocked AMX tile GEMM on the MLA decode QK^T shape with every
+/// operand tile loaded from L1 / L2 (see peak_probe_amx.cpp): the ceiling of the decode kernels'
+/// GEMM phases once their data is in cache. 0 when AMX is not usable.
+double measure_tile_gemm_tflops(int threads);
+
 /// One short run (~1 ms) of the loop measure_matmul_peak_tflops uses, on `threads` threads, in
 /// TFLOP/s (each thread times its own loop, so waking the threads is not counted). `openmla bench`
 /// runs one after every round of kernel calls, so that the peak a fraction refers to was measured
@@ -22,6 +27,8 @@ double measure_stream_bandwidth_gbps(int threads);
 namespace detail {
 /// Per-ISA register-only loops: run `iters` iterations, return FLOPs executed.
 double peak_loop_amx(long iters);
+/// `iters` strips of the tile GEMM probe; returns FLOPs executed.
+double tile_gemm_loop_amx(long iters);
 double peak_loop_avx512(long iters);
 double peak_loop_avx2(long iters);
 }  // namespace detail

@@ -51,6 +51,9 @@ def main():
     binary = sys.argv[1]
     peak = run(binary, ["peak"] + COMMON)
     assert len(peak) == 1 and peak[0]["peak_tflops"] > 0 and peak[0]["peak_gbps"] > 0, peak
+    # The tile-GEMM ceiling (0 without AMX) loads every operand, so it cannot beat the register-only
+    # peak by more than the noise of two separate probes.
+    assert 0 <= peak[0]["tile_gemm_tflops"] < 2 * peak[0]["peak_tflops"], peak
 
     lines = run(binary, ["sparse-decode", "--model", "v32", "--batch", "1", "--heads", "16",
                          "--topk", "64", "--cache-tokens", "512", "--impl", "sparse_decode.ref,",
