@@ -57,6 +57,20 @@ ProbeLoop probe_loop() {
   return {};
 }
 
+/// TFLOP/s of one run of `probe` on every thread, each thread timing its own loop (waking the
+/// threads is not counted).
+double rate_on_threads(const ProbeLoop& probe, int threads) {
+  std::vector<double> rate(static_cast<size_t>(threads));
+  parallel_for(threads, threads, [&](int64_t t, int) {
+    const double t0 = now_seconds();
+    const double flops = probe.loop(probe.iters);
+    rate[t] = flops / (now_seconds() - t0) * 1e-12;
+  });
+  double total = 0;
+  for (double r : rate) total += r;
+  return total;
+}
+
 double run_probe_on_threads(const ProbeLoop& probe, int threads, long iters) {
   std::vector<double> flops(static_cast<size_t>(threads));
   parallel_for(threads, threads, [&](int64_t t, int) { flops[t] = probe.loop(iters); });
@@ -64,10 +78,6 @@ double run_probe_on_threads(const ProbeLoop& probe, int threads, long iters) {
   for (double f : flops) total += f;
   return total;
 }
-
-}  // namespace
-
-namespace {
 
 /// Best of 7 timed runs of `iters` iterations of `loop` on every thread (after a short warm-up).
 double best_of_runs_tflops(double (*loop)(long), long iters, int threads) {
@@ -90,23 +100,31 @@ double measure_matmul_peak_tflops(int threads) {
   return best_of_runs_tflops(probe.loop, probe.iters, std::max(1, threads));
 }
 
-double measure_tile_gemm_tflops(int threads) {
-  if (effective_isa() < Isa::kAmx) return 0.0;
-  return best_of_runs_tflops(detail::tile_gemm_loop_amx, 10000, std::max(1, threads));  // ~30 ms
-}
-
 double run_matmul_probe_tflops(int threads) {
   const ProbeLoop probe = probe_loop();
+  return rate_on_threads({probe.loop, probe.iters / 30}, std::max(1, threads));
+}
+
+TileGemmCeiling measure_tile_gemm_ceiling(int threads) {
+  TileGemmCeiling c;
+  if (effective_isa() < Isa::kAmx) return c;
   threads = std::max(1, threads);
-  std::vector<double> rate(static_cast<size_t>(threads));
-  parallel_for(threads, threads, [&](int64_t t, int) {
-    const double t0 = now_seconds();
-    const double flops = probe.loop(probe.iters / 30);
-    rate[t] = flops / (now_seconds() - t0) * 1e-12;
-  });
-  double total = 0;
-  for (double r : rate) total += r;
-  return total;
+  PinScope pin;
+  const ProbeLoop peak = {detail::peak_loop_amx, 200000 / 15};  // ~2 ms each
+  const ProbeLoop gemm = {detail::tile_gemm_loop_amx, 10000 / 15};
+  rate_on_threads(gemm, threads);  // warm-up (and the buffers)
+  std::vector<double> rates, ratios;
+  for (int rep = 0; rep < 15; ++rep) {
+    const double r_peak = rate_on_threads(peak, threads);
+    const double r_gemm = rate_on_threads(gemm, threads);
+    rates.push_back(r_gemm);
+    ratios.push_back(r_gemm / r_peak);
+  }
+  std::sort(rates.begin(), rates.end());
+  std::sort(ratios.begin(), ratios.end());
+  c.tflops = rates[rates.size() / 2];
+  c.frac_of_peak = ratios[ratios.size() / 2];
+  return c;
 }
 
 double measure_stream_bandwidth_gbps(int threads) {

@@ -9,10 +9,15 @@ namespace openmla {
 /// an fp32 FMA register loop (AVX-512, then AVX2), else a scalar FMA loop.
 double measure_matmul_peak_tflops(int threads);
 
-/// Best-of-N rate of a plain 2x2-blocked AMX tile GEMM on the MLA decode QK^T shape with every
-/// operand tile loaded from L1 / L2 (see peak_probe_amx.cpp): the ceiling of the decode kernels'
-/// GEMM phases once their data is in cache. 0 when AMX is not usable.
-double measure_tile_gemm_tflops(int threads);
+/// A plain 2x2-blocked AMX tile GEMM on the MLA decode QK^T shape with every operand tile loaded
+/// from L1 / L2 (the sparse-decode kernel's own QK strip, see peak_probe_amx.cpp): the ceiling of
+/// the decode kernels' GEMM phases once their data is in cache. 15 pairs of ~2 ms runs, the
+/// register-only peak loop then the GEMM, so that each ratio compares runs at the same AMX speed.
+struct TileGemmCeiling {
+  double tflops = 0.0;        ///< median GEMM rate (0 when AMX is not usable)
+  double frac_of_peak = 0.0;  ///< median of GEMM rate / register-only rate, pair by pair
+};
+TileGemmCeiling measure_tile_gemm_ceiling(int threads);
 
 /// One short run (~1 ms) of the loop measure_matmul_peak_tflops uses, on `threads` threads, in
 /// TFLOP/s (each thread times its own loop, so waking the threads is not counted). `openmla bench`

@@ -1,15 +1,16 @@
 // AMX probes.
 // peak_loop_amx: 4 independent TDPBF16PS chains on tiles loaded once (register-only): the
 // machine's matmul peak.
-// tile_gemm_loop_amx: what a plain 2x2-blocked tile GEMM reaches when every operand tile is
-// loaded, on the MLA decode QK^T shape (a strip of 32 keys x 576 dims, L1-resident, times Q^T of
-// 128 heads as contiguous 1 KiB B tiles, 147 KiB, streamed from L2; the 4 C tiles stored per head
-// pair): the ceiling of the GEMM phases of the decode kernels with their data already in cache.
+// tile_gemm_loop_amx: the sparse-decode kernel's own QK^T strip loop (cpu/amx_qk_strip.h: 2x2
+// blocked, every operand tile loaded) on the V3.2 shape, a strip of 32 keys x 576 dims
+// (L1-resident) times Q^T of 128 heads (147 KiB, streamed from L2), with no gather, dequant or
+// softmax around it: the ceiling of the decode kernels' GEMM phases with their data in cache.
 #include <immintrin.h>
 
 #include <cstdint>
 
 #include "cpu/aligned_buffer.h"
+#include "cpu/amx_qk_strip.h"
 #include "cpu/amx_tile.h"
 #include "cpu/peak_probe.h"
 
@@ -41,36 +42,7 @@ double peak_loop_amx(long iters) {
 }
 
 namespace {
-
-constexpr int64_t kDepth = 576, kHeads = 128, kKeySteps = kDepth / 32, kHeadTiles = kHeads / 16;
-
-// S^T [32][128] = K [32][576] . Q^T, 2x2 blocked over (2 key tiles, 2 head tiles).
-void qk_strip_probe(const uint16_t* ks, const uint16_t* qv, float* st) {
-  constexpr int64_t ldk = kDepth * 2, lds = kHeads * 4;
-  const uint16_t* k1 = ks + 16 * kDepth;
-  for (int64_t j = 0; j < kHeadTiles; j += 2) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int64_t k = 0; k < kKeySteps; ++k) {
-      const uint16_t* q = qv + (k * kHeadTiles + j) * 512;
-      _tile_loadd(4, ks + k * 32, ldk);
-      _tile_loadd(6, q, 64);
-      _tile_loadd(7, q + 512, 64);
-      _tile_loadd(5, k1 + k * 32, ldk);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, st + j * 16, lds);
-    _tile_stored(1, st + j * 16 + 16, lds);
-    _tile_stored(2, st + 16 * kHeads + j * 16, lds);
-    _tile_stored(3, st + 16 * kHeads + j * 16 + 16, lds);
-  }
-}
-
+constexpr int64_t kDepth = 576, kHeads = 128;
 }  // namespace
 
 double tile_gemm_loop_amx(long strips) {
@@ -79,12 +51,16 @@ double tile_gemm_loop_amx(long strips) {
   uint16_t* ks = k_buf.get(32 * kDepth);
   uint16_t* qv = q_buf.get(kDepth * kHeads);
   float* st = s_buf.get(32 * kHeads);
-  for (int64_t i = 0; i < 32 * kDepth; ++i) ks[i] = 0x3F80;      // bf16 1.0: no denormal, no NaN
-  for (int64_t i = 0; i < kDepth * kHeads; ++i) qv[i] = 0x3C00;  // bf16 2^-7
+  static thread_local bool filled = false;
+  if (!filled) {  // once per thread, so that the timed calls run the strips alone
+    for (int64_t i = 0; i < 32 * kDepth; ++i) ks[i] = 0x3F80;      // bf16 1.0: no denormal, no NaN
+    for (int64_t i = 0; i < kDepth * kHeads; ++i) qv[i] = 0x3C00;  // bf16 2^-7
+    filled = true;
+  }
   AmxTileScope tiles;
-  for (long s = 0; s < strips; ++s) qk_strip_probe(ks, qv, st);
+  for (long s = 0; s < strips; ++s) qk_strip(ks, kDepth, qv, kHeads, st);
   asm volatile("" : : "r"(st) : "memory");
-  return static_cast<double>(strips) * (kHeadTiles / 2) * kKeySteps * 4 * (16.0 * 16 * 32 * 2);
+  return static_cast<double>(strips) * 2.0 * 32 * kHeads * kDepth;
 }
 
 }  // namespace detail

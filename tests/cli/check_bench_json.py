@@ -54,6 +54,7 @@ def main():
     # The tile-GEMM ceiling (0 without AMX) loads every operand, so it cannot beat the register-only
     # peak by more than the noise of two separate probes.
     assert 0 <= peak[0]["tile_gemm_tflops"] < 2 * peak[0]["peak_tflops"], peak
+    assert 0 <= peak[0]["tile_gemm_frac_of_peak"] < 1.5, peak
 
     lines = run(binary, ["sparse-decode", "--model", "v32", "--batch", "1", "--heads", "16",
                          "--topk", "64", "--cache-tokens", "512", "--impl", "sparse_decode.ref,",

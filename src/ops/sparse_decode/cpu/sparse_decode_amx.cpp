@@ -20,6 +20,7 @@
 #include <cstring>
 #include <limits>
 
+#include "cpu/amx_qk_strip.h"
 #include "cpu/amx_tile.h"
 #include "cpu/fp8_convert_avx512.h"
 #include "cpu/softmax_avx512.h"
@@ -108,48 +109,6 @@ inline void interleave_rows(const uint16_t* a, const uint16_t* b, uint16_t* out)
     const __m512i x = _mm512_loadu_si512(a + v), y = _mm512_loadu_si512(b + v);
     _mm512_storeu_si512(out + 2 * v, _mm512_permutex2var_epi16(x, lo, y));
     _mm512_storeu_si512(out + 2 * v + 32, _mm512_permutex2var_epi16(x, hi, y));
-  }
-}
-
-// 32 rows of S^T (row stride hp) = 32 K rows ks [32][d_qk] . Q^T, all head tiles.
-void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, float* st) {
-  const int64_t ht = hp / 16, ksteps = d_qk / 32;
-  const int64_t ldk = d_qk * 2, lds = hp * 4;
-  const uint16_t* k1 = ks + 16 * d_qk;
-  int64_t j = 0;
-  for (; j + 2 <= ht; j += 2) {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int64_t k = 0; k < ksteps; ++k) {
-      const uint16_t* q = qv + (k * ht + j) * 512;
-      _tile_loadd(4, ks + k * 32, ldk);
-      _tile_loadd(6, q, 64);
-      _tile_loadd(7, q + 512, 64);
-      _tile_loadd(5, k1 + k * 32, ldk);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(1, 4, 7);
-      _tile_dpbf16ps(2, 5, 6);
-      _tile_dpbf16ps(3, 5, 7);
-    }
-    _tile_stored(0, st + j * 16, lds);
-    _tile_stored(1, st + j * 16 + 16, lds);
-    _tile_stored(2, st + 16 * hp + j * 16, lds);
-    _tile_stored(3, st + 16 * hp + j * 16 + 16, lds);
-  }
-  if (j < ht) {
-    _tile_zero(0);
-    _tile_zero(2);
-    for (int64_t k = 0; k < ksteps; ++k) {
-      _tile_loadd(4, ks + k * 32, ldk);
-      _tile_loadd(6, qv + (k * ht + j) * 512, 64);
-      _tile_loadd(5, k1 + k * 32, ldk);
-      _tile_dpbf16ps(0, 4, 6);
-      _tile_dpbf16ps(2, 5, 6);
-    }
-    _tile_stored(0, st + j * 16, lds);
-    _tile_stored(2, st + 16 * hp + j * 16, lds);
   }
 }
 
