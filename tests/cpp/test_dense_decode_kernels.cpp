@@ -68,6 +68,10 @@ const std::vector<GridCase>& grid() {
       {m1, 512, 2, 2, 128, 1, 64, 65, false, false, true, true},
       {m1, 512, 2, 1, 16, 1, 61, 0, false, false, false, false},
       {m1, 512, 2, 4, 64, 1, 1, 63, false, false, true, false},
+      // One query token, >= 64 heads per kv head (dense_decode.amx's token-list path):
+      {m1, 512, 3, 1, 64, 1, 61, 300, true, true, false, false},
+      {bf, 576, 2, 1, 128, 2, 64, 200, false, false, true, true},
+      {v32, 576, 3, 1, 64, 1, 2, 65, true, true, false, false},
   };
   return cases;
 }
@@ -176,16 +180,17 @@ TEST_P(DenseDecodeKernelInvariance, ThreadAndBatchInvariant) {
   const openmla::KernelEntry* k = find_kernel(Op::kDenseDecode, GetParam());
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << GetParam() << " cannot run on this host";
-  const KvFormat formats[3] = {KvFormat::kBF16, KvFormat::kV32, KvFormat::kBF16};
-  for (int f = 0; f < 3; ++f) {
+  // The last case is one query token with 128 heads: the AMX kernel's token-list path.
+  const KvFormat formats[4] = {KvFormat::kBF16, KvFormat::kV32, KvFormat::kBF16, KvFormat::kModel1};
+  for (int f = 0; f < 4; ++f) {
     const DType dtype = f == 2 ? DType::kF16 : DType::kBF16;
     if (!accepts(*k, dtype)) continue;
     DenseDecodeConfig cfg;
     cfg.format = formats[f];
     cfg.dtype = dtype;
     cfg.batch = 3;
-    cfg.seq_q = 2;
-    cfg.heads_q = f == 1 ? 64 : 16;
+    cfg.seq_q = f == 3 ? 1 : 2;
+    cfg.heads_q = f == 3 ? 128 : f == 1 ? 64 : 16;
     cfg.page_size = 61;
     cfg.cache_tokens = 3000;  // varlen: several split pieces per request
     cfg.causal = true;

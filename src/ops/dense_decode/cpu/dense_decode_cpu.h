@@ -19,9 +19,9 @@
 #include <vector>
 
 #include "core/thread_pool.h"
-#include "ops/common/api_checks.h"
 #include "cpu/attn_rows_engine.h"
 #include "cpu/combine.h"
+#include "ops/common/api_checks.h"
 #include "ops/dense_decode/dense_decode.h"
 
 namespace openmla {
@@ -67,11 +67,21 @@ inline void touch_past_v(const uint8_t* rec, int64_t bytes) {
   if (bytes > 2 * kRowsDimV) __builtin_prefetch(rec + bytes - 1, 0, 3);
 }
 
-template <class Backend>
-Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
+/// One work item: kv head g of request b, tokens [begin, end). Its M = seq_q x group query rows
+/// (row r = s * group + hh) write 512 normalised floats each to o_part + r * kRowsDimV and the
+/// natural-log lse to lse_part[r].
+struct DdItem {
+  int64_t b, g, begin, end;
+  float* o_part;
+  float* lse_part;
+};
+
+/// Cuts every request into pieces, runs run_item(const DdItem&) on each (in parallel), then merges
+/// every (b, s, h) row's pieces with the one combine.
+template <class RunItem>
+Status dd_run_items(const DenseDecodeParams& p, const ExecConfig& config, RunItem&& run_item) {
   const int64_t group = p.heads_q / p.heads_kv;
   const int64_t M = p.seq_q * group;
-  const int64_t D = p.head_dim;
   std::vector<int64_t> first(p.batch + 1, 0), pieces(p.batch);
   for (int64_t b = 0; b < p.batch; ++b) {
     pieces[b] = dd_pieces(dd_length(p, b));
@@ -82,94 +92,20 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
   static thread_local AlignedBuffer<float> part_out_buf, part_lse_buf;
   float* part_out = part_out_buf.get(items * M * kRowsDimV);
   float* part_lse = part_lse_buf.get(items * M);
-  const bool mask_rows = p.causal && p.seq_q > 1;
-
   parallel_for(items, config.num_threads, [&](int64_t item, int) {
     const int64_t b = std::upper_bound(first.begin(), first.end(), item) - first.begin() - 1;
     const int64_t local = item - first[b];
-    const int64_t g = local / pieces[b], k = local % pieces[b];
+    const int64_t k = local % pieces[b];
     const int64_t length = dd_length(p, b);
     const int64_t piece_len = (length + pieces[b] - 1) / pieces[b];
-    const int64_t begin = std::min(length, k * piece_len);
-    const int64_t end = std::min(length, begin + piece_len);
-
-    static thread_local RowsAttention<Backend> engine;
-    static thread_local std::vector<const uint16_t*> q_rows;
-    static thread_local std::vector<int64_t> visible, limit;
-    q_rows.resize(M);
-    visible.resize(M);
-    limit.resize(M);
-    int64_t max_visible = 0;
-    for (int64_t s = 0; s < p.seq_q; ++s) {
-      const int64_t vis = p.visible_length(b, s);
-      max_visible = std::max(max_visible, vis);
-      for (int64_t hh = 0; hh < group; ++hh) {
-        const int64_t r = s * group + hh;
-        q_rows[r] = p.q + b * p.q_stride[0] + s * p.q_stride[1] + (g * group + hh) * p.q_stride[2];
-        visible[r] = vis;
-      }
-    }
-    engine.begin(M, D, p.softmax_scale, false, q_rows.data(), p.dtype);
-    const int64_t stop = std::min(end, max_visible);
-    const int64_t ps = p.kv.page_size;
-    const bool model1 = p.kv.format == KvFormat::kModel1;
-    // Record addresses of block i (cur) and i + 1 (next, prefetched while block i computes).
-    static thread_local std::vector<const uint8_t*> recs[2], scales[2];
-    auto collect = [&](int64_t j0, int64_t n, int which) {
-      recs[which].resize(n);
-      scales[which].resize(n);
-      int64_t j = j0;
-      while (j < j0 + n) {
-        const int64_t page = p.page_of(b, j / ps);
-        int64_t off = j % ps;
-        const int64_t run = std::min(ps - off, j0 + n - j);
-        for (int64_t t = 0; t < run; ++t, ++off, ++j) {
-          recs[which][j - j0] = p.kv.token_record(page, off, g);
-          scales[which][j - j0] = model1 ? p.kv.model1_scales(page, off) : nullptr;
-        }
-      }
-    };
-    const int64_t record_bytes =
-        p.kv.format == KvFormat::kBF16 ? D * 2 : p.kv.geometry.record_bytes;
-    // Pages of >= 4 KiB are streamed by the hardware prefetchers, and software prefetches of the
-    // next block only take fill buffers from the current block's tile loads (measured: 5-9 %
-    // slower with them); short pages are random jumps the hardware cannot follow.
-    const bool software_prefetch = ps * p.kv.token_stride < 4096;
-    const bool sixteen_bit = p.kv.format == KvFormat::kBF16;  // bf16 or fp16 words: no dequant
-    int cur = 0;
-    if (begin < stop) collect(begin, std::min(Backend::kBlockN, stop - begin), cur);
-    for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
-      const int64_t n = std::min(Backend::kBlockN, stop - j0);
-      const int64_t j1 = j0 + n;
-      LinePrefetcher pf;
-      if (j1 < stop) {
-        collect(j1, std::min(Backend::kBlockN, stop - j1), 1 - cur);
-        if (software_prefetch) {
-          pf.records = recs[1 - cur].data();
-          pf.count = static_cast<int64_t>(recs[1 - cur].size());
-          pf.bytes = record_bytes;
-        }
-      }
-      uint16_t* keys = engine.keys();
-      bool in_place = false;
-      for (int64_t t = 0; t < n; ++t) {
-        if (t % 16 == 0) {
-          in_place = sixteen_bit && t + 16 <= n && tile_in_place(engine, &recs[cur][t], t / 16);
-        }
-        if (in_place) {
-          touch_past_v(recs[cur][t], record_bytes);
-        } else {
-          engine.backend().load_token(p.kv.format, D, recs[cur][t], scales[cur][t], keys + t * D);
-        }
-        if (t & 1) engine.stage_v((t + 1) / 2);
-      }
-      if (mask_rows) {
-        for (int64_t r = 0; r < M; ++r) limit[r] = visible[r] - j0;
-      }
-      engine.step(n, mask_rows ? limit.data() : nullptr, &pf);
-      cur = 1 - cur;
-    }
-    engine.finish(part_out + item * M * kRowsDimV, kRowsDimV, part_lse + item * M, nullptr);
+    DdItem it;
+    it.b = b;
+    it.g = local / pieces[b];
+    it.begin = std::min(length, k * piece_len);
+    it.end = std::min(length, it.begin + piece_len);
+    it.o_part = part_out + item * M * kRowsDimV;
+    it.lse_part = part_lse + item * M;
+    run_item(it);
   });
 
   const int64_t rows = p.batch * p.seq_q * p.heads_q;
@@ -186,6 +122,97 @@ Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
                      part_lse + base * M + r, M, kRowsDimV, nullptr, out, lse, p.dtype);
   });
   return Status::Ok();
+}
+
+/// The engine path: all M rows of the item share every gathered block (cpu/attn_rows_engine.h).
+template <class Backend>
+void dd_engine_item(const DenseDecodeParams& p, const DdItem& it) {
+  const int64_t group = p.heads_q / p.heads_kv;
+  const int64_t M = p.seq_q * group;
+  const int64_t D = p.head_dim;
+  const int64_t b = it.b, g = it.g, begin = it.begin, end = it.end;
+  const bool mask_rows = p.causal && p.seq_q > 1;
+  static thread_local RowsAttention<Backend> engine;
+  static thread_local std::vector<const uint16_t*> q_rows;
+  static thread_local std::vector<int64_t> visible, limit;
+  q_rows.resize(M);
+  visible.resize(M);
+  limit.resize(M);
+  int64_t max_visible = 0;
+  for (int64_t s = 0; s < p.seq_q; ++s) {
+    const int64_t vis = p.visible_length(b, s);
+    max_visible = std::max(max_visible, vis);
+    for (int64_t hh = 0; hh < group; ++hh) {
+      const int64_t r = s * group + hh;
+      q_rows[r] = p.q + b * p.q_stride[0] + s * p.q_stride[1] + (g * group + hh) * p.q_stride[2];
+      visible[r] = vis;
+    }
+  }
+  engine.begin(M, D, p.softmax_scale, false, q_rows.data(), p.dtype);
+  const int64_t stop = std::min(end, max_visible);
+  const int64_t ps = p.kv.page_size;
+  const bool model1 = p.kv.format == KvFormat::kModel1;
+  // Record addresses of block i (cur) and i + 1 (next, prefetched while block i computes).
+  static thread_local std::vector<const uint8_t*> recs[2], scales[2];
+  auto collect = [&](int64_t j0, int64_t n, int which) {
+    recs[which].resize(n);
+    scales[which].resize(n);
+    int64_t j = j0;
+    while (j < j0 + n) {
+      const int64_t page = p.page_of(b, j / ps);
+      int64_t off = j % ps;
+      const int64_t run = std::min(ps - off, j0 + n - j);
+      for (int64_t t = 0; t < run; ++t, ++off, ++j) {
+        recs[which][j - j0] = p.kv.token_record(page, off, g);
+        scales[which][j - j0] = model1 ? p.kv.model1_scales(page, off) : nullptr;
+      }
+    }
+  };
+  const int64_t record_bytes = p.kv.format == KvFormat::kBF16 ? D * 2 : p.kv.geometry.record_bytes;
+  // Pages of >= 4 KiB are streamed by the hardware prefetchers, and software prefetches of the
+  // next block only take fill buffers from the current block's tile loads (measured: 5-9 %
+  // slower with them); short pages are random jumps the hardware cannot follow.
+  const bool software_prefetch = ps * p.kv.token_stride < 4096;
+  const bool sixteen_bit = p.kv.format == KvFormat::kBF16;  // bf16 or fp16 words: no dequant
+  int cur = 0;
+  if (begin < stop) collect(begin, std::min(Backend::kBlockN, stop - begin), cur);
+  for (int64_t j0 = begin; j0 < stop; j0 += Backend::kBlockN) {
+    const int64_t n = std::min(Backend::kBlockN, stop - j0);
+    const int64_t j1 = j0 + n;
+    LinePrefetcher pf;
+    if (j1 < stop) {
+      collect(j1, std::min(Backend::kBlockN, stop - j1), 1 - cur);
+      if (software_prefetch) {
+        pf.records = recs[1 - cur].data();
+        pf.count = static_cast<int64_t>(recs[1 - cur].size());
+        pf.bytes = record_bytes;
+      }
+    }
+    uint16_t* keys = engine.keys();
+    bool in_place = false;
+    for (int64_t t = 0; t < n; ++t) {
+      if (t % 16 == 0) {
+        in_place = sixteen_bit && t + 16 <= n && tile_in_place(engine, &recs[cur][t], t / 16);
+      }
+      if (in_place) {
+        touch_past_v(recs[cur][t], record_bytes);
+      } else {
+        engine.backend().load_token(p.kv.format, D, recs[cur][t], scales[cur][t], keys + t * D);
+      }
+      if (t & 1) engine.stage_v((t + 1) / 2);
+    }
+    if (mask_rows) {
+      for (int64_t r = 0; r < M; ++r) limit[r] = visible[r] - j0;
+    }
+    engine.step(n, mask_rows ? limit.data() : nullptr, &pf);
+    cur = 1 - cur;
+  }
+  engine.finish(it.o_part, kRowsDimV, it.lse_part, nullptr);
+}
+
+template <class Backend>
+Status dd_run(const DenseDecodeParams& p, const ExecConfig& config) {
+  return dd_run_items(p, config, [&](const DdItem& it) { dd_engine_item<Backend>(p, it); });
 }
 
 }  // namespace

@@ -23,9 +23,10 @@
 #include <new>
 
 #include "core/thread_pool.h"
-#include "ops/common/api_checks.h"
 #include "cpu/aligned_buffer.h"
 #include "cpu/combine.h"
+#include "cpu/token_list_attention.h"
+#include "ops/common/api_checks.h"
 #include "ops/sparse_decode/sparse_decode.h"
 
 namespace openmla {
@@ -62,11 +63,6 @@ inline const char* sd_unsupported(const void* params) {
   if (p.heads_q > 4096) return "heads_q above 4096";
   return nullptr;
 }
-
-struct TokenRef {
-  const uint8_t* rec;
-  const uint8_t* scales;  ///< MODEL1 scale record, else unused
-};
 
 /// Divides slot ids by the page size (shift when it is a power of two).
 struct PageDiv {
@@ -247,21 +243,8 @@ Status run_split_tasks(const SparseDecodeParams& p, const ExecConfig& config, Pi
 /// log2 units) and emits each head.
 inline void finish_piece_state(const PieceTask& t, const float* m, const float* l, const float* acc,
                                int64_t acc_stride, const PieceOutput& out) {
-  constexpr double kLn2 = 0.6931471805599453;
-  alignas(64) float row[kDimV];
-  for (int64_t i = 0; i < t.h_end - t.h_begin; ++i) {
-    if (!(l[i] > 0.0f)) {
-      std::memset(row, 0, sizeof(row));
-      out.emit(t.h_begin + i, row, -std::numeric_limits<float>::infinity());
-      continue;
-    }
-    const float inv = 1.0f / l[i];
-    const float* __restrict a = acc + i * acc_stride;
-    for (int64_t v = 0; v < kDimV; ++v) row[v] = a[v] * inv;
-    out.emit(t.h_begin + i, row,
-             static_cast<float>((static_cast<double>(m[i]) + std::log2(static_cast<double>(l[i]))) *
-                                kLn2));
-  }
+  finish_heads(t.h_end - t.h_begin, m, l, acc, acc_stride,
+               [&](int64_t i, const float* o, float lse) { out.emit(t.h_begin + i, o, lse); });
 }
 
 }  // namespace
