@@ -2,7 +2,8 @@
 // token_list_attention_amx.cpp; call only when the AMX kernels may run). The sparse-decode AMX
 // kernel runs every (row, piece, head group) through it with the row's selected slots; the dense
 // decode AMX kernel runs its one-query-token, many-head pieces through it with the piece's tokens
-// in cache order (a dense piece is a sparse list that happens to be consecutive).
+// in cache order (a dense piece is a sparse list that happens to be consecutive); the sparse
+// prefill AMX kernel runs each (query token, kv head) item with >= 64 heads through it.
 // ISA-free declarations: includable from any file.
 #pragma once
 
@@ -27,6 +28,7 @@ struct TokenListQuery {
   int64_t head_stride = 0, heads = 0, head_dim = 0;
   KvFormat format = KvFormat::kBF16;  ///< of every record
   float softmax_scale = 0.0f;
+  float* raw_max = nullptr;  ///< optional [heads]: the largest unscaled score q.k (-inf: none)
 };
 
 /// Hands out the token list in order, a block at a time.

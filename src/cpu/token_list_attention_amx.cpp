@@ -79,7 +79,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 struct Workspace {
   AlignedBuffer<uint16_t> qv, ks, vv, pb;
-  AlignedBuffer<float> st, acc, m, l, alpha;
+  AlignedBuffer<float> st, acc, m, l, alpha, raw_max;
   AlignedBuffer<TokenRef> refs;
 };
 
@@ -233,6 +233,16 @@ bool softmax_to_p(const float* st, int64_t n_valid, int64_t n_pad, int64_t hp, f
   return any;
 }
 
+// raw_max[h] = max(raw_max[h], S^T[n][h] for n < n_valid): the unscaled scores, as the rows
+// engine tracks them for max_logits.
+void track_raw_max(const float* st, int64_t n_valid, int64_t hp, float* raw_max) {
+  for (int64_t j = 0; j < hp; j += 16) {
+    __m512 mx = _mm512_loadu_ps(raw_max + j);
+    for (int64_t n = 0; n < n_valid; ++n) mx = _mm512_max_ps(mx, _mm512_load_ps(st + n * hp + j));
+    _mm512_storeu_ps(raw_max + j, mx);
+  }
+}
+
 // Prefetches every cache line of a token record (`span` bytes) and its MODEL1 scale record.
 inline void prefetch_token(const TokenRef& t, int64_t span) {
   const uintptr_t rec = reinterpret_cast<uintptr_t>(t.rec);
@@ -285,12 +295,14 @@ void amx_attend_token_list(const TokenListQuery& query, TokenSource& source, Hea
   float* m = ws.m.get(hp);
   float* l = ws.l.get(hp);
   float* alpha = ws.alpha.get(hp);
+  float* raw_max = ws.raw_max.get(hp);
   TokenRef* refs = ws.refs.get(2 * kBlockRows);
   SD_PHASE_START;
   pack_q(query.q, query.head_stride, heads, hp, d_qk, qv);
   for (int64_t h = 0; h < hp; ++h) {
     m[h] = -std::numeric_limits<float>::infinity();
     l[h] = 0.0f;
+    raw_max[h] = -std::numeric_limits<float>::infinity();
   }
   const E4M3Lut lut = load_e4m3_lut();
   const KvFormat format = query.format;
@@ -311,6 +323,7 @@ void amx_attend_token_list(const TokenListQuery& query, TokenSource& source, Hea
       qk_strip(ks, d_qk, qv, hp, st + r * hp);
       SD_PHASE(1);
     }
+    if (query.raw_max != nullptr) track_raw_max(st, n, hp, raw_max);
     const int64_t n_next = source.next(nxt, kBlockRows);
     prefetch_head(nxt, n_next, span);
     if (softmax_to_p(st, n, n_pad, hp, c, m, l, alpha, pb)) {
@@ -328,6 +341,7 @@ void amx_attend_token_list(const TokenListQuery& query, TokenSource& source, Hea
     n = n_next;
     cur = 1 - cur;
   }
+  if (query.raw_max != nullptr) std::memcpy(query.raw_max, raw_max, heads * sizeof(float));
   finish_heads(heads, m, l, acc, kLdO,
                [&](int64_t h, const float* o, float lse) { sink.emit(h, o, lse); });
   SD_PHASE(5);

@@ -144,46 +144,50 @@ TEST_P(SparsePrefillKernelInvariance, ThreadAndBatchInvariant) {
   const openmla::KernelEntry* k = find_kernel(Op::kSparsePrefill, GetParam());
   ASSERT_NE(k, nullptr);
   if (!openmla::kernel_runnable(*k)) GTEST_SKIP() << GetParam() << " cannot run on this host";
-  SparsePrefillConfig cfg;
-  cfg.seq_q = 5;
-  cfg.seq_kv = 600;
-  cfg.heads_q = 32;
-  cfg.heads_kv = 2;
-  cfg.topk = 300;
-  cfg.topk_length = true;
-  cfg.sink = true;
-  cfg.softmax_scale = 0.0416666f;
-  cfg.seed = 11;
-  const SparsePrefillCase c = make_sparse_prefill_case(cfg);
-  const Result base = run(c, GetParam().c_str(), 1);
-  for (int threads : {2, 3}) {
-    const Result r = run(c, GetParam().c_str(), threads);
-    EXPECT_TRUE(bitwise_equal(r.out, base.out)) << "out differs at " << threads << " threads";
-    EXPECT_TRUE(bitwise_equal(r.max_logits, base.max_logits)) << threads << " threads";
-    EXPECT_TRUE(bitwise_equal(r.lse, base.lse)) << "lse differs at " << threads << " threads";
-  }
-  openmla::Options options;
-  options.kernel = GetParam().c_str();
-  options.num_threads = 2;
-  for (int64_t s = 0; s < cfg.seq_q; ++s) {
-    SparsePrefillArgs one = c.args();
-    one.q = slice0(one.q, s);
-    one.indices = slice0(one.indices, s);
-    one.topk_length = slice0(one.topk_length, s);
-    Outputs single = bind_outputs(&one);
-    ASSERT_TRUE(openmla::sparse_prefill(one, options).ok());
-    const Result alone = collect(one);
-    const int64_t hq = cfg.heads_q;
-    EXPECT_TRUE(bitwise_equal(alone.out, std::vector<float>(base.out.begin() + s * hq * 512,
-                                                            base.out.begin() + (s + 1) * hq * 512)))
-        << "out of query " << s << " depends on the batch";
-    EXPECT_TRUE(bitwise_equal(
-        alone.lse, std::vector<float>(base.lse.begin() + s * hq, base.lse.begin() + (s + 1) * hq)))
-        << "lse of query " << s << " depends on the batch";
-    EXPECT_TRUE(
-        bitwise_equal(alone.max_logits, std::vector<float>(base.max_logits.begin() + s * hq,
-                                                           base.max_logits.begin() + (s + 1) * hq)))
-        << "max_logits of query " << s << " depends on the batch";
+  // 16 heads per kv head, then 128 (the AMX kernel's token-list path).
+  for (const int64_t heads_q : {32, 256}) {
+    SparsePrefillConfig cfg;
+    cfg.seq_q = 5;
+    cfg.seq_kv = 600;
+    cfg.heads_q = heads_q;
+    cfg.heads_kv = 2;
+    cfg.topk = 300;
+    cfg.topk_length = true;
+    cfg.sink = true;
+    cfg.softmax_scale = 0.0416666f;
+    cfg.seed = 11;
+    const SparsePrefillCase c = make_sparse_prefill_case(cfg);
+    const Result base = run(c, GetParam().c_str(), 1);
+    for (int threads : {2, 3}) {
+      const Result r = run(c, GetParam().c_str(), threads);
+      EXPECT_TRUE(bitwise_equal(r.out, base.out)) << "out differs at " << threads << " threads";
+      EXPECT_TRUE(bitwise_equal(r.max_logits, base.max_logits)) << threads << " threads";
+      EXPECT_TRUE(bitwise_equal(r.lse, base.lse)) << "lse differs at " << threads << " threads";
+    }
+    openmla::Options options;
+    options.kernel = GetParam().c_str();
+    options.num_threads = 2;
+    for (int64_t s = 0; s < cfg.seq_q; ++s) {
+      SparsePrefillArgs one = c.args();
+      one.q = slice0(one.q, s);
+      one.indices = slice0(one.indices, s);
+      one.topk_length = slice0(one.topk_length, s);
+      Outputs single = bind_outputs(&one);
+      ASSERT_TRUE(openmla::sparse_prefill(one, options).ok());
+      const Result alone = collect(one);
+      const int64_t hq = cfg.heads_q;
+      EXPECT_TRUE(
+          bitwise_equal(alone.out, std::vector<float>(base.out.begin() + s * hq * 512,
+                                                      base.out.begin() + (s + 1) * hq * 512)))
+          << "out of query " << s << " depends on the batch";
+      EXPECT_TRUE(bitwise_equal(alone.lse, std::vector<float>(base.lse.begin() + s * hq,
+                                                              base.lse.begin() + (s + 1) * hq)))
+          << "lse of query " << s << " depends on the batch";
+      EXPECT_TRUE(bitwise_equal(alone.max_logits,
+                                std::vector<float>(base.max_logits.begin() + s * hq,
+                                                   base.max_logits.begin() + (s + 1) * hq)))
+          << "max_logits of query " << s << " depends on the batch";
+    }
   }
 }
 
