@@ -11,7 +11,8 @@
 // Tiling: 16x64-B tiles, 2x2 blocking: QK S^T = K . Q^T (cpu/amx_qk_strip.h), PV O += P . V
 // (32 heads x 32 columns; C tiles zeroed on the first block, else loaded from O).
 // Softmax: lazy online update in base 2 (rules of cpu/softmax_avx512.h), L from unrounded P, P
-// rounded to bf16 for PV (FlashMLA).
+// rounded to bf16 for PV (FlashMLA). With query.raw_max set, the unscaled score max per head is
+// tracked over the valid rows of every block (for sparse prefill's max_logits).
 // Invariants: pad tokens have zero K/V and P = 0; the result depends only on the query and the
 // token list (order included), so callers that cut lists by shape alone stay thread- and
 // batch-invariant.
