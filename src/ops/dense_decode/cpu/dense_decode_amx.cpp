@@ -21,8 +21,6 @@
 namespace openmla {
 namespace {
 
-constexpr int64_t kTokenListMinHeads = 64;
-
 const char* amx_unsupported(const void* params) {
   if (const char* reason = dd_unsupported(params)) return reason;
   if (static_cast<const DenseDecodeParams*>(params)->dtype == DType::kF16)
@@ -36,14 +34,12 @@ class PieceTokens final : public TokenSource {
   PieceTokens(const DenseDecodeParams& p, int64_t b, int64_t g, int64_t begin, int64_t stop)
       : p_(p), b_(b), g_(g), next_(begin), stop_(stop) {}
   int64_t next(TokenRef* refs, int64_t max) override {
-    const int64_t ps = p_.kv.page_size;
-    const bool model1 = p_.kv.format == KvFormat::kModel1;
-    int64_t n = 0;
-    for (; n < max && next_ < stop_; ++n, ++next_) {
-      const int64_t page = p_.page_of(b_, next_ / ps), off = next_ % ps;
-      refs[n].rec = p_.kv.token_record(page, off, g_);
-      refs[n].scales = model1 ? p_.kv.model1_scales(page, off) : nullptr;
-    }
+    const int64_t n = std::min(max, stop_ - next_);
+    for_each_request_token(p_, b_, g_, next_, n,
+                           [&](int64_t i, const uint8_t* rec, const uint8_t* scales) {
+                             refs[i] = {rec, scales};
+                           });
+    next_ += n;
     return n;
   }
 

@@ -67,6 +67,23 @@ inline void touch_past_v(const uint8_t* rec, int64_t bytes) {
   if (bytes > 2 * kRowsDimV) __builtin_prefetch(rec + bytes - 1, 0, 3);
 }
 
+/// Calls fn(i, rec, scales) for tokens j0 + i, i < n, of request b and kv head g in cache order
+/// (rec: the token's record; scales: its MODEL1 scale record, else nullptr).
+template <class Fn>
+void for_each_request_token(const DenseDecodeParams& p, int64_t b, int64_t g, int64_t j0, int64_t n,
+                            Fn&& fn) {
+  const int64_t ps = p.kv.page_size;
+  const bool model1 = p.kv.format == KvFormat::kModel1;
+  int64_t j = j0;
+  while (j < j0 + n) {
+    const int64_t page = p.page_of(b, j / ps);
+    int64_t off = j % ps;
+    const int64_t run = std::min(ps - off, j0 + n - j);
+    for (int64_t t = 0; t < run; ++t, ++off, ++j)
+      fn(j - j0, p.kv.token_record(page, off, g), model1 ? p.kv.model1_scales(page, off) : nullptr);
+  }
+}
+
 /// One work item: kv head g of request b, tokens [begin, end). Its M = seq_q x group query rows
 /// (row r = s * group + hh) write 512 normalised floats each to o_part + r * kRowsDimV and the
 /// natural-log lse to lse_part[r].
@@ -151,22 +168,15 @@ void dd_engine_item(const DenseDecodeParams& p, const DdItem& it) {
   engine.begin(M, D, p.softmax_scale, false, q_rows.data(), p.dtype);
   const int64_t stop = std::min(end, max_visible);
   const int64_t ps = p.kv.page_size;
-  const bool model1 = p.kv.format == KvFormat::kModel1;
   // Record addresses of block i (cur) and i + 1 (next, prefetched while block i computes).
   static thread_local std::vector<const uint8_t*> recs[2], scales[2];
   auto collect = [&](int64_t j0, int64_t n, int which) {
     recs[which].resize(n);
     scales[which].resize(n);
-    int64_t j = j0;
-    while (j < j0 + n) {
-      const int64_t page = p.page_of(b, j / ps);
-      int64_t off = j % ps;
-      const int64_t run = std::min(ps - off, j0 + n - j);
-      for (int64_t t = 0; t < run; ++t, ++off, ++j) {
-        recs[which][j - j0] = p.kv.token_record(page, off, g);
-        scales[which][j - j0] = model1 ? p.kv.model1_scales(page, off) : nullptr;
-      }
-    }
+    for_each_request_token(p, b, g, j0, n, [&](int64_t i, const uint8_t* rec, const uint8_t* sc) {
+      recs[which][i] = rec;
+      scales[which][i] = sc;
+    });
   };
   const int64_t record_bytes = p.kv.format == KvFormat::kBF16 ? D * 2 : p.kv.geometry.record_bytes;
   // Pages of >= 4 KiB are streamed by the hardware prefetchers, and software prefetches of the

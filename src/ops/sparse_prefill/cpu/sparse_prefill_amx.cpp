@@ -18,8 +18,6 @@
 namespace openmla {
 namespace {
 
-constexpr int64_t kTokenListMinHeads = 64;
-
 /// kv rows valid[0, count) of kv head g, in order.
 class SlotRows final : public TokenSource {
  public:
