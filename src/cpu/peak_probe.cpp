@@ -40,10 +40,6 @@ double peak_loop_scalar(long iters) {
   return 2.0 * 8.0 * static_cast<double>(iters);
 }
 
-}  // namespace
-
-namespace {
-
 struct ProbeLoop {
   double (*loop)(long) = peak_loop_scalar;
   long iters = 20000000;  ///< iterations of one ~30 ms measurement
@@ -57,26 +53,29 @@ ProbeLoop probe_loop() {
   return {};
 }
 
-/// TFLOP/s of one run of `probe` on every thread, each thread timing its own loop (waking the
-/// threads is not counted).
-double rate_on_threads(const ProbeLoop& probe, int threads) {
-  std::vector<double> rate(static_cast<size_t>(threads));
-  parallel_for(threads, threads, [&](int64_t t, int) {
-    const double t0 = now_seconds();
-    const double flops = probe.loop(probe.iters);
-    rate[t] = flops / (now_seconds() - t0) * 1e-12;
-  });
+/// Runs fn() once on each of `threads` threads and returns the sum of the results.
+template <class Fn>
+double sum_over_threads(int threads, Fn&& fn) {
+  std::vector<double> value(static_cast<size_t>(threads));
+  parallel_for(threads, threads, [&](int64_t t, int) { value[t] = fn(); });
   double total = 0;
-  for (double r : rate) total += r;
+  for (double v : value) total += v;
   return total;
 }
 
+/// TFLOP/s of one run of `probe` on every thread, each thread timing its own loop (waking the
+/// threads is not counted).
+double rate_on_threads(const ProbeLoop& probe, int threads) {
+  return sum_over_threads(threads, [&] {
+    const double t0 = now_seconds();
+    const double flops = probe.loop(probe.iters);
+    return flops / (now_seconds() - t0) * 1e-12;
+  });
+}
+
+/// FLOPs of one run of `iters` iterations of `probe` on every thread.
 double run_probe_on_threads(const ProbeLoop& probe, int threads, long iters) {
-  std::vector<double> flops(static_cast<size_t>(threads));
-  parallel_for(threads, threads, [&](int64_t t, int) { flops[t] = probe.loop(iters); });
-  double total = 0;
-  for (double f : flops) total += f;
-  return total;
+  return sum_over_threads(threads, [&] { return probe.loop(iters); });
 }
 
 /// Best of 7 timed runs of `iters` iterations of `loop` on every thread (after a short warm-up).
