@@ -6,7 +6,8 @@
 // frac_of_peak is tflops / peak_tflops for sparse decode, and for the other ops the larger of
 // tflops / peak_tflops and gbps / peak_gbps (the roofline fraction; "bound" says which). Both
 // fractions are always printed. Threads are pinned. Human table by default, one JSON object per
-// line with --json.
+// line with --json, rates and fractions to 6 significant digits (a fixed number of decimals
+// would leave a reference kernel's 0.0025 too coarse to check against its own ratio).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -49,13 +50,13 @@ void print_line(const BenchLine& l, const char* op, const Limits& lim, int threa
   if (json) {
     std::printf(
         "{\"op\": \"%s\", \"kernel\": \"%s\", %s, \"threads\": %d, \"us\": %.2f, \"us_min\": "
-        "%.2f, \"tflops\": %.4f, \"gbps\": %.3f, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f, "
-        "\"bound\": \"%s\", \"frac_of_peak\": %.4f, \"frac_of_matmul_peak\": %.4f, "
-        "\"frac_of_bandwidth\": %.4f",
+        "%.2f, \"tflops\": %.6g, \"gbps\": %.6g, \"peak_tflops\": %.6g, \"peak_gbps\": %.6g, "
+        "\"bound\": \"%s\", \"frac_of_peak\": %.6g, \"frac_of_matmul_peak\": %.6g, "
+        "\"frac_of_bandwidth\": %.6g",
         op, l.kernel.c_str(), l.json.str().c_str(), threads, us, l.timing.min_s * 1e6, tflops, gbps,
         lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
         frac_bandwidth);
-    if (lim.tflops_best > 0) std::printf(", \"peak_tflops_best\": %.4f", lim.tflops_best);
+    if (lim.tflops_best > 0) std::printf(", \"peak_tflops_best\": %.6g", lim.tflops_best);
     if (l.ref_us > 0)
       std::printf(", \"ref_us\": %.1f, \"speedup_vs_ref\": %.2f", l.ref_us, l.ref_us / us);
     std::printf("}\n");
@@ -277,8 +278,8 @@ int cmd_bench(const Flags& f) {
     const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
     if (k.json) {
       std::printf(
-          "{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.4f, \"peak_gbps\": %.3f, "
-          "\"tile_gemm_tflops\": %.4f, \"tile_gemm_frac_of_peak\": %.4f}\n",
+          "{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.6g, \"peak_gbps\": %.6g, "
+          "\"tile_gemm_tflops\": %.6g, \"tile_gemm_frac_of_peak\": %.6g}\n",
           k.threads, lim.tflops, lim.gbps, gemm.tflops, gemm.frac_of_peak);
     } else {
       std::printf("matmul peak %.3f TFLOP/s, stream bandwidth %.2f GB/s (%d threads)\n", lim.tflops,
