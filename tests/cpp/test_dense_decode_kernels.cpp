@@ -1,11 +1,11 @@
 // Every registered dense-decode kernel against the reference kernel on a FlashMLA-style grid
 // (heads 1..128, page sizes 1/2/61/64/69, lengths 0/1/63/64/65/4097, causal with seq_q 1-4,
-// BF16 / V32 / MODEL1, heads_kv > 1, non-contiguous inputs) at the spec §7.2 tolerances, plus
-// bitwise thread-count (1, 2, 3) and batch invariance (request alone vs inside a batch).
-// fp16 (q, cache and out): the reference against a naive oracle, every kernel that accepts fp16
-// against the reference within one fp16 step (so reading or rounding anything as bf16 fails),
-// the kernels that decline it (AMX) say why and are not selected.
-// Kernels the host cannot run (OPENMLA_MAX_ISA cap, missing ISA) are skipped with the reason.
+// BF16 / V32 / MODEL1, heads_kv > 1, non-contiguous inputs, batch 0) at the spec §7.2 tolerances,
+// plus bitwise thread-count (1, 2, 3) and batch invariance (request alone vs inside a batch). fp16
+// (q, cache and out): the reference against a naive oracle, every kernel that accepts fp16 against
+// the reference within one fp16 step (so reading or rounding anything as bf16 fails), the kernels
+// that decline it (AMX) say why and are not selected. Kernels the host cannot run (OPENMLA_MAX_ISA
+// cap, missing ISA) are skipped with the reason.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -72,6 +72,9 @@ const std::vector<GridCase>& grid() {
       {m1, 512, 3, 1, 64, 1, 61, 300, true, true, false, false},
       {bf, 576, 2, 1, 128, 2, 64, 200, false, false, true, true},
       {v32, 576, 3, 1, 64, 1, 2, 65, true, true, false, false},
+      // No request at all.
+      {bf, 576, 0, 1, 128, 1, 64, 65, false, false, false, false},
+      {m1, 512, 0, 2, 16, 1, 61, 65, false, false, true, false},
   };
   return cases;
 }

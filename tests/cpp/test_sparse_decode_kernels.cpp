@@ -2,11 +2,11 @@
 // with the reason when the host / OPENMLA_MAX_ISA cap cannot run it) x a shape grid that covers
 // each axis of the acceptance grid (V32 / MODEL1 / BF16 caches, page sizes, head counts, top-k,
 // sinks with +-inf, NaN-poisoned unreferenced slots and page padding, extra cache, lengths incl.
-// 0, all-invalid rows, out-of-range indices, non-contiguous tensors, seq_q 1 and 3), compared
-// with FlashMLA's comparator (spec §7.1/§7.2) on FlashMLA's input distribution (§7.3: q = randn
-// clamped to [-1, 1], latents = randn/10 clamped, sm_scale = d_qk^-0.55). Plus determinism: bitwise
-// identical output for 1/2/3 threads, and batch invariance (a request alone == the same request
-// inside a batch).
+// 0, all-invalid rows, out-of-range indices, non-contiguous tensors, seq_q 1 and 3, batch 0,
+// top-k 0), compared with FlashMLA's comparator (spec §7.1/§7.2) on FlashMLA's input distribution
+// (§7.3: q = randn clamped to [-1, 1], latents = randn/10 clamped, sm_scale = d_qk^-0.55). Plus
+// determinism: bitwise identical output for 1/2/3 threads, and batch invariance (a request alone
+// == the same request inside a batch).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -415,6 +415,20 @@ const std::vector<CaseSpec>& cases() {
       auto* c = add({"bf16_576_h64_k2048", F::kBF16, 576, 1, 1, 64, 2048, 256, 3000});
       c->out_of_range = true;
     }
+    // Zero-size problems: no request, and rows with no slot at all (out 0, lse +inf; sinks
+    // included).
+    add({"v32_batch0", F::kV32, 576, 0, 1, 16, 64, 64, 300});
+    {
+      auto* c = add({"model1_topk0_extra", F::kModel1, 512, 2, 2, 64, 0, 64, 300});
+      c->extra_topk = 16;
+      c->extra_page = 53;
+      c->extra_tokens = 100;
+      c->sink = 2;
+    }
+    {
+      auto* c = add({"bf16_576_topk0_h128", F::kBF16, 576, 2, 1, 128, 0, 64, 100});
+      c->sink = 1;
+    }
     {
       auto* c = add({"bf16_512_h128_p2", F::kBF16, 512, 1, 1, 128, 64, 2, 200});
       c->invalid_rows = true;
@@ -462,6 +476,11 @@ TEST_P(SparseDecodeKernelTest, MatchesReference) {
   const Result got = collect(*pr, c);
   EXPECT_TRUE(allclose(got.out, ref.out, 1e-3, 2.01 / 128, 5e-6, "out"));
   EXPECT_TRUE(allclose(got.lse, ref.lse, 1e-6, 8.01 / 65536, 1e-7, "lse"));
+  EXPECT_EQ(got.lse.size(), static_cast<size_t>(c.batch * c.seq_q * c.heads));
+  if (c.topk == 0 && c.extra_topk == 0) {  // every row lonely, whatever the sink: out 0, lse +inf
+    for (float v : got.out) ASSERT_EQ(v, 0.0f);
+    for (float v : got.lse) ASSERT_EQ(v, kInf);
+  }
   // Padding of the non-contiguous outputs must be untouched.
   if (c.noncontig) {
     size_t touched = 0;

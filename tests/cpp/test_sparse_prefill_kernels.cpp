@@ -1,10 +1,12 @@
 // Every registered sparse-prefill kernel against the reference kernel (spec §3.3) on a grid of
-// heads (1..128), heads_kv (1, 2), head_dim (512, 576), topk (1..2048), topk_length, sinks with
-// +-inf, rows with every slot invalid and non-contiguous inputs, at the spec §7.2 tolerances
+// heads (1..128), heads_kv (1, 2), head_dim (512, 576), topk (0..2048), topk_length, sinks with
+// +-inf, rows with every slot invalid, no query token and non-contiguous inputs, at the spec §7.2
+// tolerances
 // (out, max_logits, lse), plus bitwise thread-count (1, 2, 3) and batch invariance (a query
 // token alone vs inside the sequence). Kernels the host cannot run are skipped with the reason.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -43,6 +45,10 @@ const std::vector<GridCase>& grid() {
       {3, 700, 128, 1, 512, 300, true, true, true, true},
       {8, 64, 8, 8, 576, 33, true, true, false, false},
       {2, 1, 16, 1, 576, 64, false, false, false, false},
+      // Zero-size problems: no query token; no slot per row (lonely, sinks included).
+      {0, 64, 128, 1, 576, 64, true, true, false, false},
+      {3, 64, 128, 1, 576, 0, false, true, false, false},
+      {2, 64, 16, 2, 512, 0, false, false, false, true},
   };
   return cases;
 }
@@ -114,6 +120,13 @@ TEST_P(SparsePrefillKernelTest, MatchesReference) {
   EXPECT_TRUE(mx.ok) << "max_logits: " << mx.message;
   const CompareResult lse = compare(got.lse, p.ref.lse, kPrefillLogits);
   EXPECT_TRUE(lse.ok) << "lse: " << lse.message;
+  const GridCase& g = grid()[std::get<1>(GetParam())];
+  ASSERT_EQ(got.lse.size(), static_cast<size_t>(g.seq_q * g.heads_q));
+  if (g.topk == 0) {  // every row lonely, whatever the sink: out 0, lse +inf, max_logits -inf
+    for (float v : got.out) ASSERT_EQ(v, 0.0f);
+    for (float v : got.lse) ASSERT_EQ(v, std::numeric_limits<float>::infinity());
+    for (float v : got.max_logits) ASSERT_EQ(v, -std::numeric_limits<float>::infinity());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -173,6 +173,17 @@ def test_lonely_rows_give_zero_and_inf_lse_whatever_the_sink(family, rng, layout
     assert lonely[0].all() and lonely[1].all()
 
 
+@pytest.mark.parametrize("layout", [V32, MODEL1], ids=["v32", "model1"])
+def test_zero_size_problems(family, rng, layout):
+    # No request at all; then top-k 0: V3.2 rows are all lonely, MODEL1 rows see the extra cache.
+    c = Case(rng, family, layout, b=0, sink=True)
+    c.check(*c.run())
+    c = Case(rng, family, layout, topk=0, sink=True,
+             extra=(16, 64, 2, False) if layout == MODEL1 else None)
+    lonely = c.check(*c.run())
+    assert lonely.all() if layout == V32 else not lonely.any()
+
+
 def test_duplicate_indices_count_twice(family, rng):
     c = Case(rng, family, V32, b=1, s_q=1, h_q=4, topk=8, page=16, num_blocks=1, dups=True)
     c.indices[0, 0, :] = [3, 3, 3, 5, -1, -1, -1, -1]
