@@ -4,10 +4,11 @@
 // Algorithm: the MQA structure (one key, every head, every row of a request). Per task (a
 // request or block of prefill rows x a chunk of keys) each row's e4m3 q is converted ONCE into
 // Q^T fp32 [128][hp] (hp = heads rounded up to kFmaLanes, pad heads and weights zero) and blocks
-// of kKeyBlock keys are dequantised ONCE (exact: e4m3 by shift + 2^120 multiply, e2m1 through a
-// byte shuffle times its ue8m0 block scale) into K fp32 [keys][128], shared by all heads and all
+// of kKeyBlock keys are dequantised ONCE (exact: e4m3 through F16C as value / 256 with the 256
+// folded into the key scale, e2m1 through a byte shuffle times its ue8m0 block scale) into K fp32 [keys][128], shared by all heads and all
 // rows of the task.
-// Scores: tiles of up to 6 keys x kQkVecs head vectors of accumulators (broadcast K, Q^T rows as
+// Scores: per key block, passes over kQkVecs head vectors, each sweeping the block's keys in
+// tiles of up to 6 keys x kQkVecs head vectors of accumulators (broadcast K, Q^T rows as
 // vectors): acc[key][heads] = sum_d K[key][d] Q^T[d][heads] as one FMA chain in d order; then
 // part[key] += w[heads] * max(0, acc) for head vectors in ascending order; the logit is a fixed
 // horizontal sum of part[key] times the key scale.
@@ -35,7 +36,7 @@
 namespace openmla {
 namespace {
 
-constexpr int64_t kKeyBlock = 64;  // keys dequantised at once (32 KiB of fp32)
+constexpr int64_t kKeyBlock = 48;  // keys dequantised at once (24 KiB of fp32)
 constexpr int kTileKeys = 6;
 constexpr float kIdxNegInf = -std::numeric_limits<float>::infinity();
 
@@ -59,21 +60,24 @@ inline float ix_hsum(FmaVec v) {
 
 // ---- key dequantisation (AVX2 code in both builds: it is not the bottleneck) ---------------
 
-/// 128 e4m3 codes -> fp32, exact: (code & 0x7F) << 20 is the value times 2^-120 as an fp32
-/// bit pattern (normal or subnormal), the sign moves to bit 31, 0x7F / 0xFF become NaN.
+/// 128 e4m3 codes -> fp32 values / 256, exact: the code's bits moved into an fp16
+/// ((code & 0x7F) << 7 | sign << 15, NaN codes to an fp16 NaN) are its value times 2^-8 in fp16
+/// (normal or subnormal), widened by F16C. Callers fold the 2^8 into the key scale, which
+/// leaves every product and sum exactly scaled by a power of two, so results are unchanged.
+constexpr float kE4m3Fp16Rescale = 256.0f;
 inline void dequant_e4m3_row(const uint8_t* codes, float* out) {
-  const __m256i mag_mask = _mm256_set1_epi32(0x7F);
-  const __m256i sign_mask = _mm256_set1_epi32(0x80);
-  const __m256 two120 = _mm256_set1_ps(1.329227995784916e36f);  // 2^120
-  for (int c = 0; c < 128; c += 8) {
+  const __m256i mag_mask = _mm256_set1_epi16(0x7F);
+  const __m256i sign_bit = _mm256_set1_epi16(static_cast<int16_t>(0x8000));
+  const __m256i nan_bits = _mm256_set1_epi16(0x7E00);
+  for (int c = 0; c < 128; c += 16) {
     const __m256i x =
-        _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + c)));
+        _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + c)));
     const __m256i mag = _mm256_and_si256(x, mag_mask);
-    const __m256i bits = _mm256_or_si256(_mm256_slli_epi32(mag, 20),
-                                         _mm256_slli_epi32(_mm256_and_si256(x, sign_mask), 24));
-    const __m256 v = _mm256_mul_ps(_mm256_castsi256_ps(bits), two120);
-    const __m256 nan = _mm256_castsi256_ps(_mm256_cmpeq_epi32(mag, mag_mask));
-    _mm256_storeu_ps(out + c, _mm256_or_ps(v, nan));
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(mag, 7),
+                                _mm256_and_si256(_mm256_slli_epi16(x, 8), sign_bit));
+    h = _mm256_or_si256(h, _mm256_and_si256(_mm256_cmpeq_epi16(mag, mag_mask), nan_bits));
+    _mm256_storeu_ps(out + c, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+    _mm256_storeu_ps(out + c + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
   }
 }
 
@@ -97,19 +101,48 @@ inline void dequant_e2m1_row(const uint8_t* codes, const uint8_t* scales, float*
   }
 }
 
-/// Keys of the paged cache of request b.
+/// Walks the tokens of request b from position `pos` (no division per token; the block table
+/// is read only for positions below `limit`).
+struct PageCursor {
+  const PagedMqaLogitsParams* p;
+  int64_t b, pos, limit, offset;
+  const uint8_t* page;
+  PageCursor(const PagedMqaLogitsParams* params, int64_t request, int64_t first, int64_t end)
+      : p(params), b(request), pos(first), limit(end), offset(first % params->cache.page_size),
+        page(first < end ? params->page(request, first) : nullptr) {}
+  IndexerTokenBytes token() const {
+    return indexer_token_bytes(page, p->cache.page_size, offset, p->cache.format);
+  }
+  void next() {
+    ++pos;
+    if (++offset == p->cache.page_size) {
+      offset = 0;
+      page = pos < limit ? p->page(b, pos) : nullptr;
+    }
+  }
+};
+
+/// Keys of the paged cache of request b. Dequantising keys [pos, pos + n) also prefetches the
+/// next n keys below `limit` (a token's codes and scale sit far apart in its page, and the
+/// compute between two blocks is long enough for the hardware prefetcher to fall behind).
 struct PagedKeys {
   const PagedMqaLogitsParams* p;
   int64_t b;
-  void operator()(int64_t pos, int64_t n, float* kf, float* scale) const {
+  void operator()(int64_t pos, int64_t n, int64_t limit, float* kf, float* scale) const {
     const IndexerPagedCache& c = p->cache;
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t s = pos + i;
-      const IndexerTokenBytes t = indexer_token_bytes(p->page(b, s), c.page_size,
-                                                      s % c.page_size, c.format);
+    PageCursor cur(p, b, pos, limit), ahead(p, b, pos + n, limit);
+    for (int64_t i = 0; i < n; ++i, cur.next()) {
+      if (ahead.pos < limit) {
+        const IndexerTokenBytes t = ahead.token();
+        _mm_prefetch(reinterpret_cast<const char*>(t.codes), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(t.codes) + 64, _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(t.scales), _MM_HINT_T0);
+        ahead.next();
+      }
+      const IndexerTokenBytes t = cur.token();
       if (c.format == IndexerKeyFormat::kFp8) {
         dequant_e4m3_row(t.codes, kf + 128 * i);
-        scale[i] = load_unaligned<float>(t.scales);
+        scale[i] = load_unaligned<float>(t.scales) * kE4m3Fp16Rescale;
       } else {
         dequant_e2m1_row(t.codes, t.scales, kf + 128 * i);
         scale[i] = 1.0f;
@@ -121,10 +154,10 @@ struct PagedKeys {
 /// Keys of mqa_logits' contiguous k / k_scale.
 struct FlatKeys {
   const MqaLogitsParams* p;
-  void operator()(int64_t pos, int64_t n, float* kf, float* scale) const {
+  void operator()(int64_t pos, int64_t n, int64_t, float* kf, float* scale) const {
     for (int64_t i = 0; i < n; ++i) {
       dequant_e4m3_row(p->k + (pos + i) * p->k_stride, kf + 128 * i);
-      scale[i] = p->k_scale[(pos + i) * p->k_scale_stride];
+      scale[i] = p->k_scale[(pos + i) * p->k_scale_stride] * kE4m3Fp16Rescale;
     }
   }
 };
@@ -170,35 +203,37 @@ inline void score_tile(const float* kf, const float* qt, const float* w, int64_t
   }
 }
 
-template <int R>
-inline void score_keys_r(const float* kf, const float* scale, const RowQ& row, int64_t hp,
-                         float* out) {
-  FmaVec part[R];
-  for (int r = 0; r < R; ++r) part[r] = fv_zero();
-  const int64_t hv = hp / kFmaLanes;
-  int64_t jv = 0;
-  for (; jv + kQkVecs <= hv; jv += kQkVecs) score_tile<R, kQkVecs>(kf, row.qt, row.w, hp, jv, part);
-#if defined(__AVX512F__)
-  for (; jv + 2 <= hv; jv += 2) score_tile<R, 2>(kf, row.qt, row.w, hp, jv, part);
-#endif
-  for (; jv < hv; ++jv) score_tile<R, 1>(kf, row.qt, row.w, hp, jv, part);
-  for (int r = 0; r < R; ++r) out[r] = ix_hsum(part[r]) * scale[r];
-}
-
-/// out[i] = logit of key kf[i] (i < n) for `row`.
-inline void score_keys(const float* kf, const float* scale, int64_t n, const RowQ& row,
-                       int64_t hp, float* out) {
+template <int J>
+inline void score_pass(const float* kf, int64_t n, const RowQ& row, int64_t hp, int64_t jv,
+                       FmaVec* part) {
   int64_t i = 0;
   for (; i + kTileKeys <= n; i += kTileKeys)
-    score_keys_r<kTileKeys>(kf + 128 * i, scale + i, row, hp, out + i);
+    score_tile<kTileKeys, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
   switch (n - i) {
-    case 5: score_keys_r<5>(kf + 128 * i, scale + i, row, hp, out + i); break;
-    case 4: score_keys_r<4>(kf + 128 * i, scale + i, row, hp, out + i); break;
-    case 3: score_keys_r<3>(kf + 128 * i, scale + i, row, hp, out + i); break;
-    case 2: score_keys_r<2>(kf + 128 * i, scale + i, row, hp, out + i); break;
-    case 1: score_keys_r<1>(kf + 128 * i, scale + i, row, hp, out + i); break;
+    case 5: score_tile<5, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
+    case 4: score_tile<4, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
+    case 3: score_tile<3, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
+    case 2: score_tile<2, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
+    case 1: score_tile<1, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
     default: break;
   }
+}
+
+/// out[i] = logit of key kf[i] (i < n <= kKeyBlock) for `row`. Head vectors are the outer loop
+/// (a Q^T slice stays in L1 while the block's keys stream past); each key's partial sum still
+/// takes the head vectors in ascending order.
+inline void score_keys(const float* kf, const float* scale, int64_t n, const RowQ& row,
+                       int64_t hp, float* out) {
+  FmaVec part[kKeyBlock];
+  for (int64_t i = 0; i < n; ++i) part[i] = fv_zero();
+  const int64_t hv = hp / kFmaLanes;
+  int64_t jv = 0;
+  for (; jv + kQkVecs <= hv; jv += kQkVecs) score_pass<kQkVecs>(kf, n, row, hp, jv, part);
+#if defined(__AVX512F__)
+  for (; jv + 2 <= hv; jv += 2) score_pass<2>(kf, n, row, hp, jv, part);
+#endif
+  for (; jv < hv; ++jv) score_pass<1>(kf, n, row, hp, jv, part);
+  for (int64_t i = 0; i < n; ++i) out[i] = ix_hsum(part[i]) * scale[i];
 }
 
 struct IndexerWorkspace {
@@ -236,7 +271,7 @@ void score_range(const Source& source, int64_t lo, int64_t hi, int nrows, const 
       }
     }
     if (need_lo >= need_hi) continue;
-    source(need_lo, need_hi - need_lo, kf, scale);
+    source(need_lo, need_hi - need_lo, hi_all, kf, scale);
     for (int i = 0; i < nrows; ++i) {
       const int64_t a = std::max(begin[i], need_lo), e = std::min(end[i], need_hi);
       if (a < e)
