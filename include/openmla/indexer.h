@@ -8,7 +8,11 @@
 // Visibility: prefill row m sees keys s in [ks[m], ke[m]); decode row (b, j) of next_n sees the
 // first len(b, j) tokens of request b, len(b, j) = context_lens[b] - next_n + 1 + j for
 // context_lens [batch] (clamped at 0), or context_lens[b, j] for [batch, next_n].
-// Logits of keys a row does not see are -inf. Top-k takes the k largest visible logits; ties go
+// Logits of keys a row does not see are -inf, always written (DeepGEMM's paged op leaves the
+// positions past a row's length unwritten unless clean_logits; writing them is the safe
+// superset). Tokens at or past a row's visible length, and pages past a request's, are never
+// read (their bytes may be anything, NaN included); every block-table entry a request reads is
+// checked against the cache's blocks. Top-k takes the k largest visible logits; ties go
 // to the lower key position; NaN never occurs for finite inputs. Each op has args, plan_*, run_*
 // and a one-shot form, as the attention ops (see attention.h for Plan).
 #pragma once
@@ -41,6 +45,7 @@ struct PagedMqaLogitsArgs {
   TensorView context_lens;  ///< [batch] or [batch, next_n] int32
   TensorView block_table;   ///< [batch, max_blocks] int32
   TensorView logits;        ///< [batch * next_n, max_len] f32; max_len >= every visible length
+                            ///< (else an error naming context_lens); last dim contiguous
 };
 Status plan_paged_mqa_logits(const PagedMqaLogitsArgs& args, const Options& options, Plan* plan);
 Status run_paged_mqa_logits(const Plan& plan, const PagedMqaLogitsArgs& args);
@@ -60,7 +65,7 @@ struct IndexerTopkArgs {
   TensorView block_table;  ///< optional [batch, max_blocks] int32, rows = batch * next_n
   int64_t page_size = 64;  ///< page size of block_table's cache
   int64_t next_n = 1;      ///< rows per request (for block_table)
-  TensorView indices;      ///< [rows, topk] int32 (written)
+  TensorView indices;      ///< [rows, topk] int32 (written), topk >= 1
   TensorView topk_length;  ///< optional [rows] int32 (written): min(topk, visible)
 };
 Status indexer_topk(const IndexerTopkArgs& args, const Options& options = {});
@@ -72,7 +77,8 @@ struct PagedIndexerTopkArgs {
   PagedMqaLogitsArgs logits_args;  ///< its `logits` tensor is ignored (not written)
   TensorView out_block_table;      ///< optional; absent: logits_args.block_table
   int64_t out_page_size = 0;       ///< 0: the indexer cache's page size
-  TensorView indices;              ///< [batch, next_n, topk] int32 (written)
+  TensorView indices;              ///< [batch, next_n, topk] int32 (written), topk >= 1; slot
+                                   ///< = out_block_table[b, p / P] * P + p % P, P = out_page_size
   TensorView topk_length;          ///< optional [batch, next_n] int32 (written)
 };
 Status plan_paged_indexer_topk(const PagedIndexerTopkArgs& args, const Options& options,

@@ -3,4 +3,5 @@
 
 #include "openmla/attention.h"
 #include "openmla/core.h"
+#include "openmla/indexer.h"
 #include "openmla/kv_cache.h"
