@@ -298,7 +298,9 @@ void expect_topk_ok(PagedData& d, const TopkOut& o, const std::vector<float>& re
           if (d.table[b * d.max_blocks + p] == slot / d.c.page) pos = p * d.c.page + slot % d.c.page;
         ASSERT_GE(pos, 0) << what << " row " << r << ": slot " << slot << " not in the table";
         ASSERT_LT(pos, v);
-        if (!got.empty()) ASSERT_GT(pos, *got.rbegin()) << what << ": not ascending";
+        if (!got.empty()) {
+          ASSERT_GT(pos, *got.rbegin()) << what << ": not ascending";
+        }
         got.insert(pos);
       }
       for (int64_t p : got)
