@@ -16,6 +16,7 @@
 
 #include "cli_common.h"
 #include "core/thread_pool.h"
+#include "indexer_cases.h"
 #include "cpu/peak_probe.h"
 
 namespace openmla::cli {
@@ -254,12 +255,107 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
   return finish(s);
 }
 
+/// The indexer at decode: --fused times paged_indexer_topk, else the separate pipeline
+/// (paged_mqa_logits, then indexer_topk over its logits through the block table). FLOPs: 2 *
+/// heads * 128 per scored key; bytes: the cache records read (+ the logits written, separate).
+int bench_indexer(const Flags& f, const Common& k, const Limits& lim) {
+  testing::IndexerConfig c;
+  const std::string model = f.get("model", "v32");
+  if (model != "v32" && model != "v4") {
+    std::fprintf(stderr, "openmla bench indexer: --model must be v32 or v4\n");
+    return 2;
+  }
+  c.format = model == "v4" ? IndexerKeyFormat::kFp4 : IndexerKeyFormat::kFp8;
+  c.batch = f.get_int("batch", 4);
+  c.next_n = f.get_int("next-n", 1);
+  c.heads = f.get_int("heads", 64);
+  c.tokens = f.get_int("tokens", 32768);
+  c.page_size = f.get_int("page-size", 64);
+  c.topk = f.get_int("topk", model == "v4" ? 512 : 2048);
+  if (f.get_int("dim", 128) != 128) {
+    std::fprintf(stderr, "openmla bench indexer: --dim must be 128\n");
+    return 2;
+  }
+  const bool fused = f.has("fused");
+  const testing::IndexerCase ic = testing::make_indexer_case(c);
+  std::vector<float> logits(static_cast<size_t>(c.batch * c.next_n * ic.max_len));
+  std::vector<int32_t> indices(static_cast<size_t>(c.batch * c.next_n * c.topk)),
+      lengths(static_cast<size_t>(c.batch * c.next_n)), ends(lengths.size());
+  for (int64_t r = 0; r < c.batch * c.next_n; ++r)
+    ends[r] = static_cast<int32_t>(ic.visible(r / c.next_n, r % c.next_n));
+  auto tensor = [](void* data, DType dtype, std::initializer_list<int64_t> shape) {
+    return make_tensor(data, dtype, shape);
+  };
+  PagedIndexerTopkArgs fa;
+  fa.logits_args = ic.logits_args(nullptr);
+  fa.indices = tensor(indices.data(), DType::kI32, {c.batch, c.next_n, c.topk});
+  fa.topk_length = tensor(lengths.data(), DType::kI32, {c.batch, c.next_n});
+  const PagedMqaLogitsArgs la = ic.logits_args(logits.data());
+  IndexerTopkArgs ta;
+  ta.logits = la.logits;
+  ta.ends = tensor(ends.data(), DType::kI32, {c.batch * c.next_n});
+  ta.block_table = la.block_table;
+  ta.page_size = c.page_size;
+  ta.next_n = c.next_n;
+  ta.indices = tensor(indices.data(), DType::kI32, {c.batch * c.next_n, c.topk});
+  ta.topk_length = tensor(lengths.data(), DType::kI32, {c.batch * c.next_n});
+  BenchLine line;
+  line.flops = testing::indexer_flops(ic);
+  line.bytes = testing::indexer_bytes(ic, !fused);
+  line.json << "\"model\": \"" << model << "\", \"fused\": " << (fused ? "true" : "false")
+            << ", \"batch\": " << c.batch << ", \"next_n\": " << c.next_n
+            << ", \"heads\": " << c.heads << ", \"dim\": 128, \"tokens\": " << c.tokens
+            << ", \"topk\": " << c.topk << ", \"page_size\": " << c.page_size;
+  line.table_shape = model + (fused ? " fused" : " separate") + " b" + std::to_string(c.batch) +
+                     " n" + std::to_string(c.next_n) + " h" + std::to_string(c.heads) + " t" +
+                     std::to_string(c.tokens) + " topk" + std::to_string(c.topk);
+  std::vector<double> probe;
+  Status status;
+  for (const std::string& impl : k.impls) {
+    Options o;
+    o.num_threads = k.threads;
+    const std::string kernel_name =
+        impl.empty() || impl.find('.') != std::string::npos
+            ? impl
+            : std::string(fused ? "paged_indexer_topk." : "paged_mqa_logits.") + impl;
+    o.kernel = kernel_name.empty() ? nullptr : kernel_name.c_str();
+    Plan plan;
+    status = fused ? plan_paged_indexer_topk(fa, o, &plan) : plan_paged_mqa_logits(la, o, &plan);
+    if (!status.ok()) return finish(status);
+    Options topk_options;
+    topk_options.num_threads = k.threads;
+    const std::vector<Timing> t = time_runs_interleaved(k.warmup, k.iters, 2, [&](std::size_t i) {
+      if (i == 1) {
+        probe.push_back(run_matmul_probe_tflops(k.threads));
+        return;
+      }
+      if (fused) {
+        status = run_paged_indexer_topk(plan, fa);
+      } else {
+        status = run_paged_mqa_logits(plan, la);
+        if (status.ok()) status = indexer_topk(ta, topk_options);
+      }
+    });
+    if (!status.ok()) return finish(status);
+    probe.erase(probe.begin(), probe.begin() + std::min<std::size_t>(probe.size(), k.warmup));
+    const Limits after = measure_limits(k.threads);
+    Limits best;
+    best.tflops = median_of(probe);
+    best.tflops_best = std::max(lim.tflops, after.tflops);
+    best.gbps = std::max(lim.gbps, after.gbps);
+    line.kernel = std::string(plan.kernel_name()) + (fused ? "" : "+indexer_topk");
+    line.timing = t[0];
+    print_line(line, fused ? "indexer_fused" : "indexer", best, k.threads, k.json);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_bench(const Flags& f) {
   if (f.positional().empty()) {
     std::fprintf(stderr,
-                 "usage: openmla bench peak|sparse-decode|dense-decode|sparse-prefill [flags]\n");
+                 "usage: openmla bench peak|sparse-decode|dense-decode|sparse-prefill|indexer [flags]\n");
     return 2;
   }
   const std::string what = f.positional()[0];
@@ -297,6 +393,8 @@ int cmd_bench(const Flags& f) {
     rc = bench_dense_decode(f, k, lim);
   } else if (what == "sparse-prefill") {
     rc = bench_sparse_prefill(f, k, lim);
+  } else if (what == "indexer") {
+    rc = bench_indexer(f, k, lim);
   } else {
     std::fprintf(stderr, "openmla bench: unknown benchmark '%s'\n", what.c_str());
     return 2;
