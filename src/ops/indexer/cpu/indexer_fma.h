@@ -25,7 +25,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <vector>
 
 #include "core/thread_pool.h"
 #include "cpu/aligned_buffer.h"
@@ -236,9 +235,14 @@ inline void score_keys(const float* kf, const float* scale, int64_t n, const Row
   for (int64_t i = 0; i < n; ++i) out[i] = ix_hsum(part[i]) * scale[i];
 }
 
+// Scratch of one thread. No std::vector in this header: its out-of-line members would be
+// compiled under this file's ISA flags and could be linked into the baseline code.
 struct IndexerWorkspace {
   AlignedBuffer<float> qt, w, kf, scale, scores;
-  AlignedBuffer<uint64_t> keys;
+  AlignedBuffer<uint64_t> keys, merged;
+  AlignedBuffer<RowQ> rows;
+  AlignedBuffer<int64_t> begin, end;
+  AlignedBuffer<float*> out;
 };
 
 inline int64_t padded_heads(int64_t heads) {
@@ -349,21 +353,18 @@ Status paged_fma_run(const void* params, const ExecConfig& config) {
   const int64_t chunks = std::max<int64_t>((p.max_len + chunk - 1) / chunk, 1);
   parallel_for(p.batch * chunks, config.num_threads, [&](int64_t task, int) {
     static thread_local IndexerWorkspace ws;
-    static thread_local std::vector<RowQ> rows;
-    static thread_local std::vector<int64_t> begin, end;
-    static thread_local std::vector<float*> out;
-    rows.resize(p.next_n);
-    begin.resize(p.next_n);
-    end.resize(p.next_n);
-    out.resize(p.next_n);
+    RowQ* rows = ws.rows.get(p.next_n);
+    int64_t* begin = ws.begin.get(p.next_n);
+    int64_t* end = ws.end.get(p.next_n);
+    float** out = ws.out.get(p.next_n);
     const int64_t b = task / chunks;
     const int64_t lo = (task % chunks) * chunk, hi = std::min(lo + chunk, p.max_len);
-    const int n = setup_request_rows(p, b, lo, hp, &ws, rows.data(), begin.data(), end.data());
+    const int n = setup_request_rows(p, b, lo, hp, &ws, rows, begin, end);
     for (int j = 0; j < n; ++j) {
       out[j] = p.logits + (b * p.next_n + j) * p.logits_stride + lo;
       for (int64_t s = std::max(lo, end[j]); s < hi; ++s) out[j][s - lo] = kIdxNegInf;
     }
-    score_range(PagedKeys{&p, b}, lo, hi, n, rows.data(), begin.data(), end.data(), out.data(),
+    score_range(PagedKeys{&p, b}, lo, hi, n, rows, begin, end, out,
                 hp, &ws);
   });
   return Status::Ok();
@@ -379,45 +380,48 @@ Status fused_fma_run(const void* params, const ExecConfig& config) {
   const int64_t chunks = std::max<int64_t>((longest + chunk - 1) / chunk, 1);
   const int64_t per_chunk = std::min(chunk, p.topk);  // candidates a chunk keeps per row
   const int64_t rows_total = lp.batch * lp.next_n;
-  std::vector<uint64_t> cand(static_cast<size_t>(rows_total * chunks * per_chunk));
-  std::vector<int64_t> count(static_cast<size_t>(rows_total * chunks), 0);
+  AlignedBuffer<uint64_t> cand_buffer;
+  AlignedBuffer<int64_t> count_buffer;
+  uint64_t* cand = cand_buffer.get(std::max<int64_t>(rows_total * chunks * per_chunk, 1));
+  int64_t* count = count_buffer.get(std::max<int64_t>(rows_total * chunks, 1));
+  std::fill(count, count + rows_total * chunks, 0);
   parallel_for(lp.batch * chunks, config.num_threads, [&](int64_t task, int) {
     static thread_local IndexerWorkspace ws;
-    static thread_local std::vector<RowQ> rows;
-    static thread_local std::vector<int64_t> begin, end;
-    static thread_local std::vector<float*> out;
-    rows.resize(lp.next_n);
-    begin.resize(lp.next_n);
-    end.resize(lp.next_n);
-    out.resize(lp.next_n);
+    RowQ* rows = ws.rows.get(lp.next_n);
+    int64_t* begin = ws.begin.get(lp.next_n);
+    int64_t* end = ws.end.get(lp.next_n);
+    float** out = ws.out.get(lp.next_n);
     const int64_t b = task / chunks, c = task % chunks;
     const int64_t lo = c * chunk, hi = std::min(lo + chunk, lp.request_visible(b));
     if (lo >= hi) return;
-    const int n = setup_request_rows(lp, b, lo, hp, &ws, rows.data(), begin.data(), end.data());
+    const int n = setup_request_rows(lp, b, lo, hp, &ws, rows, begin, end);
     float* scores = ws.scores.get(lp.next_n * chunk);
     for (int j = 0; j < n; ++j) out[j] = scores + j * chunk;
-    score_range(PagedKeys{&lp, b}, lo, hi, n, rows.data(), begin.data(), end.data(), out.data(),
+    score_range(PagedKeys{&lp, b}, lo, hi, n, rows, begin, end, out,
                 hp, &ws);
     uint64_t* keys = ws.keys.get(chunk);
     for (int j = 0; j < n; ++j) {
       const int64_t r = b * lp.next_n + j;
       const int64_t seen = std::max<int64_t>(std::min(end[j], hi) - lo, 0);
       const int64_t kept = topk_of_scores(out[j], seen, lo, p.topk, keys);
-      std::copy(keys, keys + kept, cand.begin() + (r * chunks + c) * per_chunk);
-      count[static_cast<size_t>(r * chunks + c)] = kept;
+      std::copy(keys, keys + kept, cand + (r * chunks + c) * per_chunk);
+      count[r * chunks + c] = kept;
     }
   });
   parallel_for(rows_total, config.num_threads, [&](int64_t r, int) {
-    static thread_local std::vector<uint64_t> merged;
-    merged.clear();
+    static thread_local IndexerWorkspace ws;
+    int64_t total = 0;
+    for (int64_t c = 0; c < chunks; ++c) total += count[r * chunks + c];
+    uint64_t* merged = ws.merged.get(std::max<int64_t>(total, 1));
+    int64_t at = 0;
     for (int64_t c = 0; c < chunks; ++c) {
-      const auto first = cand.begin() + (r * chunks + c) * per_chunk;
-      merged.insert(merged.end(), first, first + count[static_cast<size_t>(r * chunks + c)]);
+      const uint64_t* first = cand + (r * chunks + c) * per_chunk;
+      std::copy(first, first + count[r * chunks + c], merged + at);
+      at += count[r * chunks + c];
     }
-    const int64_t kept = topk_select(merged.data(), static_cast<int64_t>(merged.size()), p.topk);
+    const int64_t kept = topk_select(merged, total, p.topk);
     const int64_t b = r / lp.next_n, j = r % lp.next_n;
-    if (merged.empty()) merged.resize(1);
-    topk_write_row(merged.data(), kept, p.topk, p.slot_map(b),
+    topk_write_row(merged, kept, p.topk, p.slot_map(b),
                    p.indices + b * p.idx_stride[0] + j * p.idx_stride[1], p.idx_stride[2],
                    p.topk_length ? p.topk_length + b * p.tl_stride[0] + j * p.tl_stride[1]
                                  : nullptr);
