@@ -433,6 +433,44 @@ TEST_P(IndexerKernelTest, PrefillLogitsMatchReference) {
   }
 }
 
+// Keys no row sees are never read: NaN codes and scales outside [100, 260) stay out of every
+// logit, and the visible ones match the reference run on a clean copy.
+TEST_P(IndexerKernelTest, PrefillNeverReadsUnseenKeys) {
+  if (skip()) GTEST_SKIP() << GetParam() << " not runnable here";
+  std::mt19937 rng(11);
+  const int64_t rows = 5, heads = 64, keys = 400;
+  std::vector<uint8_t> q(rows * heads * 128), k(keys * 128);
+  for (auto& x : q) x = random_code(rng);
+  for (auto& x : k) x = random_code(rng);
+  std::vector<float> scale(keys, 1.0f), w(rows * heads, 0.5f);
+  std::vector<int32_t> ks = {100, 120, 100, 259, 200}, ke = {260, 130, 101, 260, 200};
+  std::vector<uint8_t> poisoned = k;
+  std::vector<float> poisoned_scale = scale;
+  for (int64_t s = 0; s < keys; ++s)
+    if (s < 100 || s >= 260) {
+      std::fill(poisoned.begin() + s * 128, poisoned.begin() + (s + 1) * 128, 0x7F);
+      poisoned_scale[s] = std::nanf("");
+    }
+  auto run = [&](const std::string& kernel, std::vector<uint8_t>& kk, std::vector<float>& sc) {
+    std::vector<float> out(rows * keys, 5.0f);
+    MqaLogitsArgs a;
+    a.q = view(q.data(), DType::kU8, {rows, heads, 128});
+    a.k = view(kk.data(), DType::kU8, {keys, 128});
+    a.k_scale = view(sc.data(), DType::kF32, {keys});
+    a.weights = view(w.data(), DType::kF32, {rows, heads});
+    a.ks = view(ks.data(), DType::kI32, {rows});
+    a.ke = view(ke.data(), DType::kI32, {rows});
+    a.logits = view(out.data(), DType::kF32, {rows, keys});
+    const Status st = mqa_logits(a, opts(kernel, 2));
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    return out;
+  };
+  const std::vector<float> clean = run(name(Op::kMqaLogits), k, scale);
+  const std::vector<float> got = run(name(Op::kMqaLogits), poisoned, poisoned_scale);
+  EXPECT_EQ(0, std::memcmp(clean.data(), got.data(), got.size() * 4));
+  for (float x : got) ASSERT_FALSE(std::isnan(x));
+}
+
 std::vector<std::string> suffixes() {
   std::vector<std::string> s;
   for (const std::string& n : kernel_names(Op::kPagedMqaLogits)) s.push_back(n.substr(n.find('.') + 1));
