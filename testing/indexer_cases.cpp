@@ -22,8 +22,7 @@ constexpr float kE2M1[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.
 // Token s of request b decoded: 128 values and the key scale (1 for kFp4).
 double decode(const IndexerCase& c, int64_t b, int64_t s, double* k) {
   const int64_t page = c.config.page_size;
-  const uint8_t* pg =
-      c.cache.data() + c.block_table[b * c.max_blocks + s / page] * c.block_stride;
+  const uint8_t* pg = c.cache.data() + c.block_table[b * c.max_blocks + s / page] * c.block_stride;
   const int64_t t = s % page;
   if (c.config.format == IndexerKeyFormat::kFp8) {
     for (int d = 0; d < 128; ++d) k[d] = e4m3_to_float(pg[128 * t + d]);
@@ -45,7 +44,8 @@ double magnitude(const IndexerCase& c, int64_t b, int64_t j, int64_t s) {
   double m = 0.0;
   for (int64_t h = 0; h < heads; ++h) {
     double dot = 0.0;
-    for (int d = 0; d < 128; ++d) dot += std::fabs(e4m3_to_float(c.q[(r * heads + h) * 128 + d]) * k[d]);
+    for (int d = 0; d < 128; ++d)
+      dot += std::fabs(e4m3_to_float(c.q[(r * heads + h) * 128 + d]) * k[d]);
     m += std::fabs(c.weights[r * heads + h]) * dot;
   }
   return m * scale;
@@ -108,8 +108,8 @@ IndexerCase make_indexer_case(const IndexerConfig& config) {
   c.bytes_per_token = config.format == IndexerKeyFormat::kFp8 ? 132 : 68;
   c.block_stride = page * c.bytes_per_token;
   for (int64_t b = 0; b < config.batch; ++b)
-    c.context_lens.push_back(static_cast<int32_t>(
-        config.random_lengths ? rng() % (config.tokens + 1) : config.tokens));
+    c.context_lens.push_back(
+        static_cast<int32_t>(config.random_lengths ? rng() % (config.tokens + 1) : config.tokens));
   int64_t pages = 0;
   for (int32_t len : c.context_lens) {
     c.max_len = std::max<int64_t>(c.max_len, len);
@@ -138,14 +138,16 @@ IndexerCase make_indexer_case(const IndexerConfig& config) {
         std::memcpy(pg + 128 * page + 4 * t, &scale, 4);
       } else {
         for (int d = 0; d < 64; ++d) pg[64 * t + d] = static_cast<uint8_t>(rng());
-        for (int i = 0; i < 4; ++i) pg[64 * page + 4 * t + i] = static_cast<uint8_t>(124 + rng() % 7);
+        for (int i = 0; i < 4; ++i)
+          pg[64 * page + 4 * t + i] = static_cast<uint8_t>(124 + rng() % 7);
       }
     }
   }
   c.q.resize(static_cast<size_t>(config.batch * config.next_n * config.heads * 128));
   for (uint8_t& x : c.q) x = random_code(rng);
   c.weights.resize(static_cast<size_t>(config.batch * config.next_n * config.heads));
-  for (float& w : c.weights) w = static_cast<float>(static_cast<int64_t>(rng() % 2001) - 1000) / 1000.0f;
+  for (float& w : c.weights)
+    w = static_cast<float>(static_cast<int64_t>(rng() % 2001) - 1000) / 1000.0f;
   return c;
 }
 
@@ -199,7 +201,8 @@ bool check_indexer_logits(const IndexerCase& c, const IndexerRun& answer,
     for (int64_t j = 0; j < c.config.next_n; ++j) {
       const int64_t r = b * c.config.next_n + j, v = c.visible(b, j);
       for (int64_t s = 0; s < c.max_len; ++s) {
-        const float got = answer.logits[r * c.max_len + s], want = reference.logits[r * c.max_len + s];
+        const float got = answer.logits[r * c.max_len + s],
+                    want = reference.logits[r * c.max_len + s];
         if (s >= v) {
           if (!(got == -INFINITY)) {
             *message = "row " + std::to_string(r) + " position " + std::to_string(s) +
@@ -231,18 +234,21 @@ bool check_indexer_topk(const IndexerCase& c, const IndexerRun& answer,
   for (int64_t b = 0; b < g.batch; ++b) {
     std::vector<int64_t> pos_of_block(static_cast<size_t>(c.num_blocks), -1);
     for (int64_t i = 0; i < c.max_blocks; ++i)
-      if (c.block_table[b * c.max_blocks + i] >= 0) pos_of_block[c.block_table[b * c.max_blocks + i]] = i;
+      if (c.block_table[b * c.max_blocks + i] >= 0)
+        pos_of_block[c.block_table[b * c.max_blocks + i]] = i;
     for (int64_t j = 0; j < g.next_n; ++j) {
       const int64_t r = b * g.next_n + j, v = c.visible(b, j), len = std::min(g.topk, v);
       const std::string where = "row " + std::to_string(r);
       if (answer.lengths[r] != len) {
-        *message = where + ": topk_length " + std::to_string(answer.lengths[r]) + ", want " + std::to_string(len);
+        *message = where + ": topk_length " + std::to_string(answer.lengths[r]) + ", want " +
+                   std::to_string(len);
         return false;
       }
       const float* row = reference_logits.logits.data() + r * c.max_len;
       std::vector<int64_t> order(static_cast<size_t>(v));
       std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return row[x] > row[y]; });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t x, int64_t y) { return row[x] > row[y]; });
       const std::set<int64_t> want(order.begin(), order.begin() + len);
       const double kth = len > 0 ? row[order[len - 1]] : 0.0;
       std::set<int64_t> got;
@@ -258,9 +264,11 @@ bool check_indexer_topk(const IndexerCase& c, const IndexerRun& answer,
         }
         const int64_t block = slot / page;
         const int64_t pos = slot < 0 || block >= c.num_blocks || pos_of_block[block] < 0
-                                ? -1 : pos_of_block[block] * page + slot % page;
+                                ? -1
+                                : pos_of_block[block] * page + slot % page;
         if (pos < 0 || pos >= v || pos <= prev) {
-          *message = where + ": slot " + std::to_string(slot) + " is not a visible token in ascending order";
+          *message = where + ": slot " + std::to_string(slot) +
+                     " is not a visible token in ascending order";
           return false;
         }
         prev = pos;
@@ -274,7 +282,8 @@ bool check_indexer_topk(const IndexerCase& c, const IndexerRun& answer,
         }
       for (int64_t p : want)
         if (!got.count(p) && !(std::fabs(row[p] - kth) <= 2e-5 * magnitude(c, b, j, p))) {
-          *message = where + ": missed position " + std::to_string(p) + " scoring " + std::to_string(row[p]);
+          *message = where + ": missed position " + std::to_string(p) + " scoring " +
+                     std::to_string(row[p]);
           return false;
         }
     }

@@ -94,8 +94,8 @@ struct PagedData {
   PagedMqaLogitsArgs args(float* logits) {
     PagedMqaLogitsArgs a;
     a.q = view(q.data(), DType::kU8, {batch, c.next_n, c.heads, 128});
-    a.kv_cache = view(cache.data(), DType::kU8, {num_blocks, c.page, 1, bpt},
-                      {block_stride, bpt, bpt, 1});
+    a.kv_cache =
+        view(cache.data(), DType::kU8, {num_blocks, c.page, 1, bpt}, {block_stride, bpt, bpt, 1});
     a.format = c.format;
     a.weights = view(w.data(), DType::kF32, {batch * c.next_n, c.heads});
     a.context_lens = c.per_row ? view(ctx.data(), DType::kI32, {batch, c.next_n})
@@ -122,7 +122,7 @@ PagedData make_paged(const PagedCase& c) {
     d.max_blocks = std::max(d.max_blocks, p);
     pages += p;
   }
-  d.max_blocks += 2;  // unused entries hold garbage
+  d.max_blocks += 2;         // unused entries hold garbage
   d.num_blocks = pages + 3;  // three unused, fully poisoned pages
   d.max_len += 5;
   d.cache.assign(static_cast<size_t>(d.num_blocks * d.block_stride), 0xFF);  // NaN codes+scales
@@ -143,8 +143,7 @@ PagedData make_paged(const PagedCase& c) {
       uint8_t* pg = d.cache.data() + d.table[b * d.max_blocks + s / c.page] * d.block_stride;
       const int64_t off = s % c.page;
       if (c.format == IndexerKeyFormat::kFp8) {
-        for (int i = 0; i < 128; ++i)
-          pg[128 * off + i] = c.ties ? tie_codes[i] : random_code(rng);
+        for (int i = 0; i < 128; ++i) pg[128 * off + i] = c.ties ? tie_codes[i] : random_code(rng);
         const float scale = c.ties ? 1.0f : 0.5f + static_cast<float>(rng() % 1000) / 700.0f;
         std::memcpy(pg + 128 * c.page + 4 * off, &scale, 4);
       } else {
@@ -166,8 +165,8 @@ PagedData make_paged(const PagedCase& c) {
 // M of the tolerance for row r = (b, j) and key s.
 double magnitude(const PagedData& d, int64_t b, int64_t j, int64_t s) {
   std::vector<double> k(128);
-  const IndexerTokenBytes t = indexer_token_bytes(d.page_of(b, s), d.c.page, s % d.c.page,
-                                                  d.c.format);
+  const IndexerTokenBytes t =
+      indexer_token_bytes(d.page_of(b, s), d.c.page, s % d.c.page, d.c.format);
   const double scale = std::fabs(decode_indexer_token(t, d.c.format, k.data()));
   const int64_t r = b * d.c.next_n + j;
   double m = 0.0;
@@ -248,8 +247,8 @@ class IndexerKernelTest : public ::testing::TestWithParam<std::string> {
   }
 };
 
-void expect_logits_close(PagedData& d, const std::vector<float>& got,
-                         const std::vector<float>& ref, const std::string& what) {
+void expect_logits_close(PagedData& d, const std::vector<float>& got, const std::vector<float>& ref,
+                         const std::string& what) {
   int bad = 0;
   for (int64_t b = 0; b < d.batch; ++b)
     for (int64_t j = 0; j < d.c.next_n; ++j) {
@@ -257,7 +256,8 @@ void expect_logits_close(PagedData& d, const std::vector<float>& got,
       for (int64_t s = 0; s < d.max_len; ++s) {
         const float g = got[r * d.max_len + s], e = ref[r * d.max_len + s];
         if (s >= v) {
-          if (!(g == -kInf) && bad++ < 5) ADD_FAILURE() << what << " row " << r << " pos " << s << ": " << g << ", want -inf";
+          if (!(g == -kInf) && bad++ < 5)
+            ADD_FAILURE() << what << " row " << r << " pos " << s << ": " << g << ", want -inf";
           continue;
         }
         const double tol = 1e-5 * magnitude(d, b, j, s) + 1e-30;
@@ -295,7 +295,8 @@ void expect_topk_ok(PagedData& d, const TopkOut& o, const std::vector<float>& re
         }
         int64_t pos = -1;
         for (int64_t p = 0; p < d.max_blocks && pos < 0; ++p)
-          if (d.table[b * d.max_blocks + p] == slot / d.c.page) pos = p * d.c.page + slot % d.c.page;
+          if (d.table[b * d.max_blocks + p] == slot / d.c.page)
+            pos = p * d.c.page + slot % d.c.page;
         ASSERT_GE(pos, 0) << what << " row " << r << ": slot " << slot << " not in the table";
         ASSERT_LT(pos, v);
         if (!got.empty()) {
@@ -325,7 +326,8 @@ TEST_P(IndexerKernelTest, PagedLogitsAndTopkMatchReference) {
                              std::to_string(c.next_n) + " heads " + std::to_string(c.heads) +
                              " seed " + std::to_string(c.seed);
     const std::vector<float> ref = run_paged(d, "paged_mqa_logits.ref");
-    if (GetParam() != "ref") expect_logits_close(d, run_paged(d, name(Op::kPagedMqaLogits)), ref, what);
+    if (GetParam() != "ref")
+      expect_logits_close(d, run_paged(d, name(Op::kPagedMqaLogits)), ref, what);
     expect_topk_ok(d, run_fused(d, name(Op::kPagedIndexerTopk)), ref, what);
     for (float x : ref) ASSERT_FALSE(std::isnan(x)) << what << ": poison reached the reference";
   }
@@ -346,7 +348,8 @@ TEST_P(IndexerKernelTest, ExactTiesGoToLowerPositions) {
       const int64_t len = std::min<int64_t>(c.topk, d.visible(b, 0));
       ASSERT_EQ(o.len[b], len);
       for (int64_t i = 0; i < c.topk; ++i) {
-        const int32_t want = i < len ? d.table[b * d.max_blocks + i / c.page] * c.page + i % c.page : -1;
+        const int32_t want =
+            i < len ? d.table[b * d.max_blocks + i / c.page] * c.page + i % c.page : -1;
         ASSERT_EQ(o.idx[b * c.topk + i], want) << "request " << b << " entry " << i;
       }
     }
@@ -379,8 +382,7 @@ TEST_P(IndexerKernelTest, ThreadAndBatchInvariant) {
   one.w.assign(d.w.begin() + 2 * c.next_n * c.heads, d.w.end());
   one.table.assign(d.table.begin() + 2 * d.max_blocks, d.table.end());
   const std::vector<float> alone = run_paged(one, name(Op::kPagedMqaLogits), 3);
-  EXPECT_EQ(0, std::memcmp(alone.data(), base.data() + 2 * c.next_n * d.max_len,
-                           alone.size() * 4));
+  EXPECT_EQ(0, std::memcmp(alone.data(), base.data() + 2 * c.next_n * d.max_len, alone.size() * 4));
 }
 
 TEST_P(IndexerKernelTest, PrefillLogitsMatchReference) {
@@ -412,7 +414,8 @@ TEST_P(IndexerKernelTest, PrefillLogitsMatchReference) {
     const std::vector<float> ref = run("mqa_logits.ref", 2), got = run(name(Op::kMqaLogits), 2);
     EXPECT_EQ(0, std::memcmp(got.data(), run(name(Op::kMqaLogits), 3).data(), got.size() * 4));
     for (int64_t m = 0; m < rows; ++m) {
-      const int64_t b = std::clamp<int64_t>(ks[m], 0, keys), e = std::clamp<int64_t>(ke[m], b, keys);
+      const int64_t b = std::clamp<int64_t>(ks[m], 0, keys),
+                    e = std::clamp<int64_t>(ke[m], b, keys);
       for (int64_t s = 0; s < keys; ++s) {
         const float g = got[m * keys + s];
         if (s < b || s >= e) {
@@ -423,7 +426,8 @@ TEST_P(IndexerKernelTest, PrefillLogitsMatchReference) {
         for (int64_t h = 0; h < heads; ++h) {
           double dot = 0.0;
           for (int i = 0; i < 128; ++i)
-            dot += std::fabs(e4m3_to_float(q[(m * heads + h) * 128 + i]) * e4m3_to_float(k[s * 128 + i]));
+            dot += std::fabs(e4m3_to_float(q[(m * heads + h) * 128 + i]) *
+                             e4m3_to_float(k[s * 128 + i]));
           mag += std::fabs(w[m * heads + h]) * dot;
         }
         ASSERT_LE(std::fabs(static_cast<double>(g) - ref[m * keys + s]), 1e-5 * mag * scale[s])
@@ -473,7 +477,8 @@ TEST_P(IndexerKernelTest, PrefillNeverReadsUnseenKeys) {
 
 std::vector<std::string> suffixes() {
   std::vector<std::string> s;
-  for (const std::string& n : kernel_names(Op::kPagedMqaLogits)) s.push_back(n.substr(n.find('.') + 1));
+  for (const std::string& n : kernel_names(Op::kPagedMqaLogits))
+    s.push_back(n.substr(n.find('.') + 1));
   return s;
 }
 

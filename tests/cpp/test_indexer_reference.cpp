@@ -46,8 +46,10 @@ Options ref_kernel(const char* name) {
 // key 0 = [1, 1] scale 2: dots 3, -0.5 -> 0.5*3*2 + 3*0*2 = 3.
 // key 1 = [-1, 2] scale 0.25: dots 3, 2 -> 0.5*3*0.25 + 3*2*0.25 = 1.875.
 struct TinyPrefill {
-  std::vector<uint8_t> q = std::vector<uint8_t>(2 * 2 * 128, 0), k = std::vector<uint8_t>(2 * 128, 0);
-  std::vector<float> scale = {2.0f, 0.25f}, w = {0.5f, 3.0f, 0.5f, 3.0f}, logits = std::vector<float>(4, 9.0f);
+  std::vector<uint8_t> q = std::vector<uint8_t>(2 * 2 * 128, 0),
+                       k = std::vector<uint8_t>(2 * 128, 0);
+  std::vector<float> scale = {2.0f, 0.25f}, w = {0.5f, 3.0f, 0.5f, 3.0f},
+                     logits = std::vector<float>(4, 9.0f);
   std::vector<int32_t> ks = {0, 1}, ke = {2, 2};
   TinyPrefill() {
     for (int m = 0; m < 2; ++m) {
@@ -90,10 +92,10 @@ TEST(IndexerReference, PagedFp4HandWorked) {
   std::vector<uint8_t> cache(2 * page * bpt, 0xFF);
   uint8_t* pg = cache.data() + page * bpt;
   std::memset(pg, 0, page * bpt);
-  pg[0] = 0x32;            // element 0 code 2, element 1 code 3
-  pg[16] = 0x07;           // element 32 code 7
-  pg[64] = 0x09;           // token 1 element 0 code 9
-  pg[64 * page + 0] = 128; // token 0 scales
+  pg[0] = 0x32;             // element 0 code 2, element 1 code 3
+  pg[16] = 0x07;            // element 32 code 7
+  pg[64] = 0x09;            // token 1 element 0 code 9
+  pg[64 * page + 0] = 128;  // token 0 scales
   pg[64 * page + 1] = 126;
   pg[64 * page + 2] = 127;
   pg[64 * page + 3] = 127;
@@ -207,7 +209,7 @@ TEST(IndexerTopk, MatchesBruteForce) {
     starts[r] = static_cast<int32_t>(rng() % 100);
     ends[r] = static_cast<int32_t>(starts[r] + rng() % (n - starts[r] + 1));
   }
-  ends[0] = starts[0];  // an empty row
+  ends[0] = starts[0];      // an empty row
   ends[1] = starts[1] + 3;  // fewer than k
   for (int64_t k : {1, 7, 64, 2048}) {
     std::vector<int32_t> idx(rows * k), len(rows);
@@ -314,7 +316,8 @@ TEST(IndexerApi, PagedErrorsNameTheArgument) {
     TinyPaged t;
     t.table[2] = 3;  // request 1, page 0: outside the 3 blocks
     expect_error(paged_mqa_logits(t.args()), StatusCode::kInvalidArgument, "block_table[1, 0] = 3");
-    expect_error(paged_indexer_topk(t.fused()), StatusCode::kInvalidArgument, "block_table[1, 0] = 3");
+    expect_error(paged_indexer_topk(t.fused()), StatusCode::kInvalidArgument,
+                 "block_table[1, 0] = 3");
   }
   {
     TinyPaged t;

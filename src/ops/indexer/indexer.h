@@ -120,8 +120,10 @@ inline uint64_t topk_key(float score, int64_t pos) {
   uint32_t u;
   __builtin_memcpy(&u, &score, 4);
   uint32_t ordered;
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) ordered = 0;  // NaN: below everything
-  else ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+    ordered = 0;  // NaN: below everything
+  else
+    ordered = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
   return (static_cast<uint64_t>(ordered) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(pos));
 }
 inline int64_t topk_key_pos(uint64_t key) {
@@ -139,8 +141,8 @@ int64_t topk_of_scores(const float* scores, int64_t n, int64_t first_pos, int64_
 
 /// Writes keys[0, count) (count <= k) as ascending positions mapped through `map` into
 /// out[0, k) (stride out_stride), -1 after them, and count into *length when given. Sorts keys.
-void topk_write_row(uint64_t* keys, int64_t count, int64_t k, const TopkSlotMap& map,
-                    int32_t* out, int64_t out_stride, int32_t* length);
+void topk_write_row(uint64_t* keys, int64_t count, int64_t k, const TopkSlotMap& map, int32_t* out,
+                    int64_t out_stride, int32_t* length);
 
 extern const KernelEntry kMqaLogitsAvx512;
 extern const KernelEntry kMqaLogitsAvx2;

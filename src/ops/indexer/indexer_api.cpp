@@ -36,7 +36,8 @@ Status check_query(const TensorView& q, const TensorView& w, int64_t rows, Index
 
 Status check_q_shape(const TensorView& q) {
   const int qd = q.ndim;
-  if (q.shape[qd - 2] < 1) return invalid_argument("q: heads (shape[" + str(qd - 2) + "]) must be at least 1");
+  if (q.shape[qd - 2] < 1)
+    return invalid_argument("q: heads (shape[" + str(qd - 2) + "]) must be at least 1");
   if (q.shape[qd - 1] != kIndexerHeadDim)
     return unsupported("q: head dim (last dimension) must be 128, got " + str(q.shape[qd - 1]));
   return Status::Ok();
@@ -64,8 +65,8 @@ Status validate_mqa(const MqaLogitsArgs& a, MqaLogitsParams* p) {
   OPENMLA_RETURN_IF_ERROR(check_dim(a.logits, "logits", 0, p->rows, "rows"));
   OPENMLA_RETURN_IF_ERROR(check_dim(a.logits, "logits", 1, p->keys, "keys"));
   if (p->rows > 1 && a.logits.stride[0] < p->keys)
-    return invalid_argument("logits: row stride " + str(a.logits.stride[0]) +
-                            " is below keys (" + str(p->keys) + "): rows would overlap");
+    return invalid_argument("logits: row stride " + str(a.logits.stride[0]) + " is below keys (" +
+                            str(p->keys) + "): rows would overlap");
   p->k = static_cast<const uint8_t*>(a.k.data);
   p->k_stride = a.k.stride[0];
   p->k_scale = static_cast<const float*>(a.k_scale.data);
@@ -94,11 +95,12 @@ Status check_cache(const TensorView& c, IndexerKeyFormat format, IndexerPagedCac
   OPENMLA_RETURN_IF_ERROR(check_dim(c, "kv_cache", 2, 1, "heads (1)"));
   if (c.shape[3] != bpt)
     return invalid_argument("kv_cache: bytes per token (shape[3]) must be " + str(bpt) + " for " +
-                            (format == IndexerKeyFormat::kFp8 ? "fp8" : "fp4") + ", got " + str(c.shape[3]));
+                            (format == IndexerKeyFormat::kFp8 ? "fp8" : "fp4") + ", got " +
+                            str(c.shape[3]));
   if (c.shape[1] < 1) return invalid_argument("kv_cache: page_size (shape[1]) must be at least 1");
   if (c.stride[1] != bpt)
-    return invalid_argument("kv_cache: stride(1) must be " + str(bpt) + " (page-major pages), got " +
-                            str(c.stride[1]));
+    return invalid_argument("kv_cache: stride(1) must be " + str(bpt) +
+                            " (page-major pages), got " + str(c.stride[1]));
   if (c.shape[0] > 1 && c.stride[0] < c.shape[1] * bpt)
     return invalid_argument("kv_cache: stride(0) " + str(c.stride[0]) + " is below page_size * " +
                             str(bpt));
@@ -122,9 +124,9 @@ Status check_block_entries(const int32_t* table, const int64_t stride[2], int64_
   for (int64_t i = 0; i < pages; ++i) {
     const int64_t v = table[b * stride[0] + i * stride[1]];
     if (v < 0 || (num_blocks >= 0 && v >= num_blocks)) {
-      return invalid_argument(std::string(name) + "[" + str(b) + ", " + str(i) + "] = " + str(v) +
-                              (num_blocks >= 0 ? " is outside [0, " + str(num_blocks) + ")"
-                                               : " is negative"));
+      return invalid_argument(
+          std::string(name) + "[" + str(b) + ", " + str(i) + "] = " + str(v) +
+          (num_blocks >= 0 ? " is outside [0, " + str(num_blocks) + ")" : " is negative"));
     }
   }
   return Status::Ok();
@@ -164,8 +166,8 @@ Status validate_paged_common(const PagedMqaLogitsArgs& a, bool want_logits,
   p->max_blocks = a.block_table.shape[1];
   if (want_logits) {
     OPENMLA_RETURN_IF_ERROR(check_tensor(a.logits, "logits", {DType::kF32}, 2, true));
-    OPENMLA_RETURN_IF_ERROR(check_dim(a.logits, "logits", 0, p->batch * p->next_n,
-                                      "batch * next_n"));
+    OPENMLA_RETURN_IF_ERROR(
+        check_dim(a.logits, "logits", 0, p->batch * p->next_n, "batch * next_n"));
     p->logits = static_cast<float*>(a.logits.data);
     p->max_len = a.logits.shape[1];
     p->logits_stride = a.logits.stride[0];
@@ -175,8 +177,9 @@ Status validate_paged_common(const PagedMqaLogitsArgs& a, bool want_logits,
   }
   for (int64_t b = 0; b < p->batch; ++b) {
     for (int64_t j = 0; j < p->next_n; ++j) {
-      const int64_t raw = p->ctx_per_row ? p->context_lens[b * p->ctx_stride[0] + j * p->ctx_stride[1]]
-                                         : p->context_lens[b * p->ctx_stride[0]];
+      const int64_t raw = p->ctx_per_row
+                              ? p->context_lens[b * p->ctx_stride[0] + j * p->ctx_stride[1]]
+                              : p->context_lens[b * p->ctx_stride[0]];
       if (raw < 0)
         return invalid_argument("context_lens[" + str(b) + (p->ctx_per_row ? ", " + str(j) : "") +
                                 "] = " + str(raw) + " is negative");
@@ -187,8 +190,7 @@ Status validate_paged_common(const PagedMqaLogitsArgs& a, bool want_logits,
     }
     OPENMLA_RETURN_IF_ERROR(check_block_entries(p->block_table, p->bt_stride, b,
                                                 p->request_visible(b), p->cache.page_size,
-                                                p->max_blocks, p->cache.num_blocks,
-                                                "block_table"));
+                                                p->max_blocks, p->cache.num_blocks, "block_table"));
   }
   return Status::Ok();
 }
@@ -198,7 +200,7 @@ Status validate_paged(const PagedMqaLogitsArgs& a, PagedMqaLogitsParams* p) {
 }
 
 std::vector<int64_t> signature_paged(const PagedMqaLogitsParams& p) {
-  return {p.batch, p.next_n, p.query.heads, static_cast<int64_t>(p.cache.format),
+  return {p.batch,           p.next_n,  p.query.heads, static_cast<int64_t>(p.cache.format),
           p.cache.page_size, p.max_len, p.ctx_per_row};
 }
 
@@ -211,8 +213,8 @@ Status validate_fused(const PagedIndexerTopkArgs& a, PagedIndexerTopkParams* p) 
     return invalid_argument("out_page_size: must be >= 0 (0: the cache's page size), got " +
                             str(a.out_page_size));
   p->out_page_size = a.out_page_size == 0 ? lp.cache.page_size : a.out_page_size;
-  const TensorView& obt = a.out_block_table.present() ? a.out_block_table
-                                                      : a.logits_args.block_table;
+  const TensorView& obt =
+      a.out_block_table.present() ? a.out_block_table : a.logits_args.block_table;
   const char* obt_name = a.out_block_table.present() ? "out_block_table" : "block_table";
   if (a.out_block_table.present()) {
     OPENMLA_RETURN_IF_ERROR(check_tensor(obt, obt_name, {DType::kI32}, 2, false));
@@ -291,8 +293,8 @@ Status validate_topk(const IndexerTopkArgs& a, TopkParams* p) {
       return invalid_argument("starts[" + str(r) + "] = " + str(s) + " is outside [0, " +
                               str(p->n) + "]");
     if (e < s || e > p->n)
-      return invalid_argument("ends[" + str(r) + "] = " + str(e) + " is outside [starts = " +
-                              str(s) + ", " + str(p->n) + "]");
+      return invalid_argument("ends[" + str(r) + "] = " + str(e) +
+                              " is outside [starts = " + str(s) + ", " + str(p->n) + "]");
   }
   OPENMLA_RETURN_IF_ERROR(check_tensor(a.indices, "indices", {DType::kI32}, 2, false));
   OPENMLA_RETURN_IF_ERROR(check_dim(a.indices, "indices", 0, p->rows, "rows"));
@@ -335,8 +337,8 @@ void run_topk(const TopkParams& p, int num_threads) {
     std::vector<uint64_t>& keys = scratch[static_cast<size_t>(t)];
     const int64_t s = p.start(r), n = p.end(r) - s;
     keys.resize(static_cast<size_t>(std::max<int64_t>(n, 1)));
-    const int64_t count = topk_of_scores(p.logits + r * p.logits_stride + s, n, 0, p.topk,
-                                         keys.data());
+    const int64_t count =
+        topk_of_scores(p.logits + r * p.logits_stride + s, n, 0, p.topk, keys.data());
     TopkSlotMap map;
     if (p.block_table) {
       map.block_row = p.block_table + (r / p.next_n) * p.bt_stride[0];
@@ -370,8 +372,8 @@ Status run_paged_mqa_logits(const Plan& plan, const PagedMqaLogitsArgs& args) {
                                       args);
 }
 Status paged_mqa_logits(const PagedMqaLogitsArgs& args, const Options& options) {
-  return plan_and_run_op<PagedMqaLogitsParams>(Op::kPagedMqaLogits, validate_paged,
-                                               signature_paged, args, options);
+  return plan_and_run_op<PagedMqaLogitsParams>(Op::kPagedMqaLogits, validate_paged, signature_paged,
+                                               args, options);
 }
 
 Status plan_paged_indexer_topk(const PagedIndexerTopkArgs& args, const Options& options,

@@ -10,8 +10,8 @@ const std::vector<const KernelEntry*>& mqa_logits_kernels() {
 }
 
 const std::vector<const KernelEntry*>& paged_mqa_logits_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kPagedMqaLogitsAvx512,
-                                                       &kPagedMqaLogitsAvx2, &kPagedMqaLogitsRef};
+  static const std::vector<const KernelEntry*> list = {&kPagedMqaLogitsAvx512, &kPagedMqaLogitsAvx2,
+                                                       &kPagedMqaLogitsRef};
   return list;
 }
 

@@ -27,8 +27,8 @@ struct IndexerTokenBytes {
   const uint8_t* scales;  ///< one fp32 (kFp8) or 4 ue8m0 bytes (kFp4)
 };
 
-inline IndexerTokenBytes indexer_token_bytes(const uint8_t* page, int64_t page_size,
-                                             int64_t offset, IndexerKeyFormat format) {
+inline IndexerTokenBytes indexer_token_bytes(const uint8_t* page, int64_t page_size, int64_t offset,
+                                             IndexerKeyFormat format) {
   if (format == IndexerKeyFormat::kFp8)
     return {page + 128 * offset, page + 128 * page_size + 4 * offset};
   return {page + 64 * offset, page + 64 * page_size + 4 * offset};

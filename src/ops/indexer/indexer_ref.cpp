@@ -63,8 +63,8 @@ void paged_row_ref(const PagedMqaLogitsParams& p, int64_t b, int64_t j, float* o
   RefRow row(p.query, b * p.next_n + j);
   const int64_t visible = p.visible(b, j);
   for (int64_t s = 0; s < visible; ++s) {
-    const IndexerTokenBytes t = indexer_token_bytes(p.page(b, s), p.cache.page_size,
-                                                    s % p.cache.page_size, p.cache.format);
+    const IndexerTokenBytes t =
+        indexer_token_bytes(p.page(b, s), p.cache.page_size, s % p.cache.page_size, p.cache.format);
     const double scale = decode_indexer_token(t, p.cache.format, row.k.data());
     out[s] = row.score(scale);
   }
@@ -90,21 +90,26 @@ Status fused_ref_run(const void* params, const ExecConfig& config) {
     paged_row_ref(p.lp, b, j, logits.data());
     std::vector<uint64_t> keys(static_cast<size_t>(std::max<int64_t>(visible, 1)));
     const int64_t count = topk_of_scores(logits.data(), visible, 0, p.topk, keys.data());
-    topk_write_row(keys.data(), count, p.topk, p.slot_map(b),
-                   p.indices + b * p.idx_stride[0] + j * p.idx_stride[1], p.idx_stride[2],
-                   p.topk_length ? p.topk_length + b * p.tl_stride[0] + j * p.tl_stride[1]
-                                 : nullptr);
+    topk_write_row(
+        keys.data(), count, p.topk, p.slot_map(b),
+        p.indices + b * p.idx_stride[0] + j * p.idx_stride[1], p.idx_stride[2],
+        p.topk_length ? p.topk_length + b * p.tl_stride[0] + j * p.tl_stride[1] : nullptr);
   });
   return Status::Ok();
 }
 
 }  // namespace
 
-const KernelEntry kMqaLogitsRef = {"mqa_logits.ref", Op::kMqaLogits, Isa::kNone, ref_unsupported,
-                                   nullptr, mqa_ref_run};
-const KernelEntry kPagedMqaLogitsRef = {"paged_mqa_logits.ref", Op::kPagedMqaLogits, Isa::kNone,
-                                        ref_unsupported, nullptr, paged_ref_run};
-const KernelEntry kPagedIndexerTopkRef = {"paged_indexer_topk.ref", Op::kPagedIndexerTopk,
-                                          Isa::kNone, ref_unsupported, nullptr, fused_ref_run};
+const KernelEntry kMqaLogitsRef = {"mqa_logits.ref", Op::kMqaLogits, Isa::kNone,
+                                   ref_unsupported,  nullptr,        mqa_ref_run};
+const KernelEntry kPagedMqaLogitsRef = {
+    "paged_mqa_logits.ref", Op::kPagedMqaLogits, Isa::kNone, ref_unsupported, nullptr,
+    paged_ref_run};
+const KernelEntry kPagedIndexerTopkRef = {"paged_indexer_topk.ref",
+                                          Op::kPagedIndexerTopk,
+                                          Isa::kNone,
+                                          ref_unsupported,
+                                          nullptr,
+                                          fused_ref_run};
 
 }  // namespace openmla

@@ -19,8 +19,8 @@ int64_t topk_of_scores(const float* scores, int64_t n, int64_t first_pos, int64_
   return topk_select(keys, n, k);
 }
 
-void topk_write_row(uint64_t* keys, int64_t count, int64_t k, const TopkSlotMap& map,
-                    int32_t* out, int64_t out_stride, int32_t* length) {
+void topk_write_row(uint64_t* keys, int64_t count, int64_t k, const TopkSlotMap& map, int32_t* out,
+                    int64_t out_stride, int32_t* length) {
   // Ascending position is descending key low word; sorting the positions directly is simpler.
   for (int64_t i = 0; i < count; ++i) keys[i] = static_cast<uint64_t>(topk_key_pos(keys[i]));
   std::sort(keys, keys + count);

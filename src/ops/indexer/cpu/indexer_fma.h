@@ -5,8 +5,8 @@
 // request or block of prefill rows x a chunk of keys) each row's e4m3 q is converted ONCE into
 // Q^T fp32 [128][hp] (hp = heads rounded up to kFmaLanes, pad heads and weights zero) and blocks
 // of kKeyBlock keys are dequantised ONCE (exact: e4m3 through F16C as value / 256 with the 256
-// folded into the key scale, e2m1 through a byte shuffle times its ue8m0 block scale) into K fp32 [keys][128], shared by all heads and all
-// rows of the task.
+// folded into the key scale, e2m1 through a byte shuffle times its ue8m0 block scale) into
+// K fp32 [keys][128], shared by all heads and all rows of the task.
 // Scores: per key block, passes over kQkVecs head vectors, each sweeping the block's keys in
 // tiles of up to 6 keys x kQkVecs head vectors of accumulators (broadcast K, Q^T rows as
 // vectors): acc[key][heads] = sum_d K[key][d] Q^T[d][heads] as one FMA chain in d order; then
@@ -15,7 +15,8 @@
 // Invariants: every logit is computed from its own key and row only, in an order that depends on
 // neither the tile, the chunk, the thread count nor the batch (bitwise invariant); tokens at or
 // beyond a row's visible length are never read; invisible logits are -inf. The fused top-k
-// selects per chunk (std::nth_element on the (score desc, position asc) total order) and merges
+// selects per chunk (topk_select of indexer_select.cpp: std::nth_element on the (score desc,
+// position asc) total order, compiled without ISA flags) and merges
 // the chunks' candidates per row, so its result is the unique top-k set of the same fp32 logits.
 // Everything has internal linkage: the header is compiled under different ISA flags.
 #pragma once
@@ -107,7 +108,11 @@ struct PageCursor {
   int64_t b, pos, limit, offset;
   const uint8_t* page;
   PageCursor(const PagedMqaLogitsParams* params, int64_t request, int64_t first, int64_t end)
-      : p(params), b(request), pos(first), limit(end), offset(first % params->cache.page_size),
+      : p(params),
+        b(request),
+        pos(first),
+        limit(end),
+        offset(first % params->cache.page_size),
         page(first < end ? params->page(request, first) : nullptr) {}
   IndexerTokenBytes token() const {
     return indexer_token_bytes(page, p->cache.page_size, offset, p->cache.format);
@@ -209,20 +214,31 @@ inline void score_pass(const float* kf, int64_t n, const RowQ& row, int64_t hp, 
   for (; i + kTileKeys <= n; i += kTileKeys)
     score_tile<kTileKeys, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
   switch (n - i) {
-    case 5: score_tile<5, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
-    case 4: score_tile<4, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
-    case 3: score_tile<3, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
-    case 2: score_tile<2, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
-    case 1: score_tile<1, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i); break;
-    default: break;
+    case 5:
+      score_tile<5, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
+      break;
+    case 4:
+      score_tile<4, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
+      break;
+    case 3:
+      score_tile<3, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
+      break;
+    case 2:
+      score_tile<2, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
+      break;
+    case 1:
+      score_tile<1, J>(kf + 128 * i, row.qt, row.w, hp, jv, part + i);
+      break;
+    default:
+      break;
   }
 }
 
 /// out[i] = logit of key kf[i] (i < n <= kKeyBlock) for `row`. Head vectors are the outer loop
 /// (a Q^T slice stays in L1 while the block's keys stream past); each key's partial sum still
 /// takes the head vectors in ascending order.
-inline void score_keys(const float* kf, const float* scale, int64_t n, const RowQ& row,
-                       int64_t hp, float* out) {
+inline void score_keys(const float* kf, const float* scale, int64_t n, const RowQ& row, int64_t hp,
+                       float* out) {
   FmaVec part[kKeyBlock];
   for (int64_t i = 0; i < n; ++i) part[i] = fv_zero();
   const int64_t hv = hp / kFmaLanes;
@@ -364,8 +380,7 @@ Status paged_fma_run(const void* params, const ExecConfig& config) {
       out[j] = p.logits + (b * p.next_n + j) * p.logits_stride + lo;
       for (int64_t s = std::max(lo, end[j]); s < hi; ++s) out[j][s - lo] = kIdxNegInf;
     }
-    score_range(PagedKeys{&p, b}, lo, hi, n, rows, begin, end, out,
-                hp, &ws);
+    score_range(PagedKeys{&p, b}, lo, hi, n, rows, begin, end, out, hp, &ws);
   });
   return Status::Ok();
 }
@@ -397,8 +412,7 @@ Status fused_fma_run(const void* params, const ExecConfig& config) {
     const int n = setup_request_rows(lp, b, lo, hp, &ws, rows, begin, end);
     float* scores = ws.scores.get(lp.next_n * chunk);
     for (int j = 0; j < n; ++j) out[j] = scores + j * chunk;
-    score_range(PagedKeys{&lp, b}, lo, hi, n, rows, begin, end, out,
-                hp, &ws);
+    score_range(PagedKeys{&lp, b}, lo, hi, n, rows, begin, end, out, hp, &ws);
     uint64_t* keys = ws.keys.get(chunk);
     for (int j = 0; j < n; ++j) {
       const int64_t r = b * lp.next_n + j;
@@ -421,10 +435,10 @@ Status fused_fma_run(const void* params, const ExecConfig& config) {
     }
     const int64_t kept = topk_select(merged, total, p.topk);
     const int64_t b = r / lp.next_n, j = r % lp.next_n;
-    topk_write_row(merged, kept, p.topk, p.slot_map(b),
-                   p.indices + b * p.idx_stride[0] + j * p.idx_stride[1], p.idx_stride[2],
-                   p.topk_length ? p.topk_length + b * p.tl_stride[0] + j * p.tl_stride[1]
-                                 : nullptr);
+    topk_write_row(
+        merged, kept, p.topk, p.slot_map(b), p.indices + b * p.idx_stride[0] + j * p.idx_stride[1],
+        p.idx_stride[2],
+        p.topk_length ? p.topk_length + b * p.tl_stride[0] + j * p.tl_stride[1] : nullptr);
   });
   return Status::Ok();
 }
