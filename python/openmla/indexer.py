@@ -17,8 +17,10 @@ the work themselves); `q` may also be DeepGEMM's newer `(q, None)` pair. The pag
 dimension. Cache writers: `indexer_k_quant_and_cache` (vLLM's signature), `indexer_write_keys`.
 """
 
+import numpy as np
+
 from . import _openmla as _C
-from ._arrays import Family, is_torch, native
+from ._arrays import Family, _torch, is_torch, native
 
 _FORMATS = {"fp8": _C.IndexerKeyFormat.FP8, "fp4": _C.IndexerKeyFormat.FP4}
 _BYTES_TO_FORMAT = {132: _C.IndexerKeyFormat.FP8, 68: _C.IndexerKeyFormat.FP4}
@@ -179,8 +181,6 @@ def paged_indexer_topk(q, kv_cache, weights, context_lens, block_tables, topk, *
 def empty_indexer_cache(num_blocks, block_size, format="fp8", *, like=None, pad_bytes=0):
     """A zeroed cache [num_blocks, block_size, 1, 132 or 68] uint8 whose pages are `pad_bytes`
     longer than their records (padding is never read), in `like`'s array family (NumPy: None)."""
-    import numpy as np
-
     per_token = _C.indexer_key_bytes_per_token(_format(format))
     page = block_size * per_token + int(pad_bytes)
     buf = Family(like if like is not None else np.empty(0)).empty((num_blocks, page), "uint8",
@@ -224,7 +224,7 @@ def indexer_quantize_keys(keys, format="fp8"):
     scales = family.empty((n,) if fp8 else (n, 4), "float32" if fp8 else "uint8")
     _C.indexer_quantize_keys(native(keys), fmt, native(codes), native(scales))
     if fp8 and family.torch:
-        codes = codes.view(_torch_float8())
+        codes = codes.view(_torch().float8_e4m3fn)
     return codes, scales
 
 
@@ -236,8 +236,3 @@ def indexer_dequantize_cache(kv_cache, format=None):
     _C.indexer_dequantize_cache(native(kv_cache), fmt, native(out))
     return out
 
-
-def _torch_float8():
-    import torch
-
-    return torch.float8_e4m3fn
