@@ -72,6 +72,7 @@ const char* op_name(Op op) {
     case Op::kSparseDecode: return "sparse_decode";
     case Op::kDenseDecode: return "dense_decode";
     case Op::kSparsePrefill: return "sparse_prefill";
+    case Op::kCompressor: return "compressor";
   }
   return "unknown";
 }

@@ -6,12 +6,14 @@ namespace openmla {
 const std::vector<const KernelEntry*>& sparse_decode_kernels();
 const std::vector<const KernelEntry*>& dense_decode_kernels();
 const std::vector<const KernelEntry*>& sparse_prefill_kernels();
+const std::vector<const KernelEntry*>& compressor_kernels();
 
 const std::vector<const KernelEntry*>& kernels_for(Op op) {
   switch (op) {
     case Op::kSparseDecode: return sparse_decode_kernels();
     case Op::kDenseDecode: return dense_decode_kernels();
     case Op::kSparsePrefill: return sparse_prefill_kernels();
+    case Op::kCompressor: return compressor_kernels();
   }
   return sparse_decode_kernels();
 }

@@ -52,7 +52,7 @@ std::string first_kernel_up_to(Isa cap) {
 }
 
 TEST(Dispatch, ReferenceIsLastAndEveryOpHasOne) {
-  for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill}) {
+  for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill, Op::kCompressor}) {
     const auto& list = openmla::kernels_for(op);
     ASSERT_FALSE(list.empty());
     EXPECT_EQ(list.back()->isa, Isa::kNone);
@@ -61,7 +61,8 @@ TEST(Dispatch, ReferenceIsLastAndEveryOpHasOne) {
   }
   EXPECT_EQ(openmla::list_kernels(nullptr, 0), openmla::kernels_for(Op::kSparseDecode).size() +
                                                    openmla::kernels_for(Op::kDenseDecode).size() +
-                                                   openmla::kernels_for(Op::kSparsePrefill).size());
+                                                   openmla::kernels_for(Op::kSparsePrefill).size() +
+                                                   openmla::kernels_for(Op::kCompressor).size());
 }
 
 TEST(Dispatch, MaxIsaCapsTheChoice) {

@@ -1,0 +1,48 @@
+// KV compressor, the steps after pooling shared by the fast kernels (fp32, as DeepSeek's reference
+// `Compressor.forward` after the weighted sum): pooled -> bf16 -> RMSNorm (fp32, weight) -> bf16
+// -> RoPE on the last 64 dims (interleaved pairs, fp32 complex product) -> bf16 -> MODEL1
+// quantiser (or the bf16 latent verbatim) at the entry's kv-cache slot.
+#include <cmath>
+
+#include "core/dtype.h"
+#include "ops/compressor/compressor.h"
+
+namespace openmla {
+
+void compressor_store_latent(const PagedCache& kv, int64_t slot, const uint16_t* latent) {
+  const int64_t block = slot / kv.page_size, offset = slot % kv.page_size;
+  uint8_t* rec = const_cast<uint8_t*>(kv.token_record(block, offset, 0));
+  if (kv.format == KvFormat::kModel1) {
+    quantize_token(KvFormat::kModel1, latent, rec,
+                   const_cast<uint8_t*>(kv.model1_scales(block, offset)));
+  } else {
+    for (int64_t i = 0; i < kv.head_dim; ++i) store_unaligned<uint16_t>(rec + 2 * i, latent[i]);
+  }
+}
+
+void compressor_finish_row(const CompressorParams& p, int64_t row, const float* pooled) {
+  const int64_t d = p.head_dim, nope = d - kCompressorRopeDim;
+  float x[kCompressorHeadDim];
+  float sum_sq = 0.0f;
+  for (int64_t j = 0; j < d; ++j) {
+    x[j] = round_to_bf16(pooled[j]);
+    sum_sq += x[j] * x[j];
+  }
+  const float r = 1.0f / std::sqrt(sum_sq / static_cast<float>(d) + p.eps);
+  uint16_t latent[kCompressorHeadDim];
+  for (int64_t j = 0; j < d; ++j)
+    x[j] = round_to_bf16(p.norm_weight[j * p.norm_weight_stride] * (x[j] * r));
+  for (int64_t j = 0; j < nope; ++j) latent[j] = float_to_bf16(x[j]);
+  const int64_t pos = p.positions.at(row) + 1 - p.ratio;
+  const float* cs = p.cos_sin + pos * p.cos_sin_stride;
+  constexpr int64_t kPairs = kCompressorRopeDim / 2;
+  for (int64_t i = 0; i < kPairs; ++i) {
+    const float a = x[nope + 2 * i], b = x[nope + 2 * i + 1];
+    const float c = cs[i], s = cs[kPairs + i];
+    latent[nope + 2 * i] = float_to_bf16(a * c - b * s);
+    latent[nope + 2 * i + 1] = float_to_bf16(a * s + b * c);
+  }
+  compressor_store_latent(p.kv, p.kv_slots.at(row), latent);
+}
+
+}  // namespace openmla
