@@ -8,15 +8,22 @@
 //   kFp8 (V3.2, vLLM's CPU V4 path; DeepGEMM's `fp8_paged_mqa_logits` cache), 132 B per token:
 //     page bytes [0, 128 P): token t's 128 e4m3 codes at 128 t;
 //     page bytes [128 P, 132 P): token t's fp32 scale at 128 P + 4 t (little endian).
-//     scale = 2^ceil(log2(max(amax, 1e-4) / 448)), code = RNE(k / scale) as e4m3.
+//     scale = 2^ceil(log2(max(amax, 1e-4) / 448)), code = RNE(k / scale) as e4m3 (vLLM's
+//     `indexer_k_quant_and_cache` with ue8m0 scales, DeepSeek's `act_quant` with scale_fmt; the
+//     readers take any fp32 scale, e.g. DeepGEMM's test helper writes amax / 448 unrounded).
 //   kFp4 (V4 reference), 68 B per token:
 //     page bytes [0, 64 P): token t's 128 e2m1 codes at 64 t, two per byte, element 2i in the low
 //     nibble of byte i and element 2i+1 in the high nibble;
 //     page bytes [64 P, 68 P): token t's 4 ue8m0 scales (one per 32 elements) at 64 P + 4 t.
-//     scale = 2^ceil(log2(max(amax, 6 * 2^-126) / 6)), code = RNE(k / scale) as e2m1.
+//     scale = 2^ceil(log2(max(amax, 6 * 2^-126) / 6)), code = RNE(k / scale) as e2m1 (V4's
+//     `fp4_act_quant`; the ue8m0 byte is the scale's fp32 exponent field). A negative value that
+//     rounds to zero keeps its sign (code 0x8, as a hardware cvt; DeepGEMM's helper writes 0x0).
 //
-// Keys are head_dim 128 (the only size DeepSeek uses). NaN keys give NaN scales (FP8) and codes,
-// as upstream; the attention-side ops never read slots no index names.
+// Keys are head_dim 128 (the only size DeepSeek uses). NaN propagates through a tile's amax: its
+// scale becomes NaN (fp32 NaN; ue8m0 0xFF) and its codes NaN (e4m3 0x7F) or 0x7 (e2m1 has no
+// NaN), so a poisoned slot dequantises to NaN. (vLLM's CUDA writer takes amax with fmaxf, which
+// drops NaN; the comment here used to say "as upstream".) The ops never read slots no index
+// or length names.
 #pragma once
 
 #include "openmla/core.h"

@@ -26,6 +26,19 @@ from .flash_mla_interface import (
     flash_mla_with_kvcache,
     get_mla_metadata,
 )
+from .indexer import (
+    PagedMqaLogitsMetadata,
+    empty_indexer_cache,
+    fp8_mqa_logits,
+    fp8_paged_mqa_logits,
+    get_paged_mqa_logits_metadata,
+    indexer_dequantize_cache,
+    indexer_k_quant_and_cache,
+    indexer_quantize_keys,
+    indexer_topk,
+    indexer_write_keys,
+    paged_indexer_topk,
+)
 from .quant import (
     FP8KVCacheLayout,
     abs_indices2indices_in_kvcache,
@@ -37,6 +50,7 @@ from .quant import (
 
 Plan = _openmla.Plan
 KvFormat = _openmla.KvFormat
+IndexerKeyFormat = _openmla.IndexerKeyFormat
 
 __version__ = _openmla.version()
 
@@ -54,7 +68,9 @@ def list_kernels():
 __all__ = [
     "FP8KVCacheLayout",
     "FlashMLASchedMeta",
+    "IndexerKeyFormat",
     "KvFormat",
+    "PagedMqaLogitsMetadata",
     "Plan",
     "abs_indices2indices_in_kvcache",
     "abs_indices_to_cache_indices",
@@ -63,11 +79,21 @@ __all__ = [
     "compressor_rope_cache",
     "cpu_features",
     "dequantize_k_cache",
+    "empty_indexer_cache",
     "empty_k_cache",
     "flash_mla_sparse_fwd",
     "flash_mla_with_kvcache",
+    "fp8_mqa_logits",
+    "fp8_paged_mqa_logits",
     "get_mla_metadata",
+    "get_paged_mqa_logits_metadata",
+    "indexer_dequantize_cache",
+    "indexer_k_quant_and_cache",
+    "indexer_quantize_keys",
+    "indexer_topk",
+    "indexer_write_keys",
     "list_kernels",
+    "paged_indexer_topk",
     "quantize_k_cache",
     "save_partial_states",
     "__version__",

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "openmla/compressor.h"
+#include "openmla/indexer.h"
 #include "openmla/openmla.h"
 
 namespace nb = nanobind;
@@ -194,6 +195,11 @@ nb::object optional_string(const char* s) {
 }
 
 }  // namespace
+
+/// The lightning indexer's functions (defined at the end of this file).
+static void bind_indexer(nb::module_& m);
+/// The KV compressor's functions (defined at the end of this file).
+static void bind_compressor(nb::module_& m);
 
 NB_MODULE(_openmla, m) {
   m.doc() = "Native binding of the openmla C++ library (use the `openmla` package instead).";
@@ -405,6 +411,162 @@ NB_MODULE(_openmla, m) {
       },
       "abs_indices"_a, "block_table"_a, "page_size"_a, "out"_a);
 
+  bind_indexer(m);
+  bind_compressor(m);
+}
+
+// ---- lightning indexer (indexer_cache.h, indexer.h)
+
+namespace {
+
+/// Runs a Status-returning library call with the GIL released.
+template <typename Call>
+void call_released(Call&& call) {
+  Status status;
+  {
+    nb::gil_scoped_release release;
+    status = call();
+  }
+  throw_if_error(status);
+}
+
+openmla::PagedMqaLogitsArgs paged_logits_args(Converter& c, nb::handle q, nb::handle kv_cache,
+                                              openmla::IndexerKeyFormat format, nb::handle weights,
+                                              nb::handle context_lens, nb::handle block_table) {
+  openmla::PagedMqaLogitsArgs a;
+  a.q = c.input(q, "q");
+  a.kv_cache = c.input(kv_cache, "kv_cache");
+  a.format = format;
+  a.weights = c.input(weights, "weights");
+  a.context_lens = c.input(context_lens, "context_lens");
+  a.block_table = c.input(block_table, "block_table");
+  return a;
+}
+
+}  // namespace
+
+static void bind_indexer(nb::module_& m) {
+  nb::enum_<openmla::IndexerKeyFormat>(m, "IndexerKeyFormat")
+      .value("FP8", openmla::IndexerKeyFormat::kFp8)
+      .value("FP4", openmla::IndexerKeyFormat::kFp4);
+  m.def("indexer_key_bytes_per_token", &openmla::indexer_key_bytes_per_token, "format"_a);
+  m.def(
+      "indexer_write_keys",
+      [](nb::handle keys, nb::handle slot_mapping, openmla::IndexerKeyFormat format,
+         nb::handle cache) {
+        Converter c;
+        const TensorView k = c.input(keys, "keys");
+        const TensorView s = c.input(slot_mapping, "slot_mapping");
+        const TensorView out = c.output(cache, "cache");
+        call_released([&] { return openmla::indexer_write_keys(k, s, format, out); });
+      },
+      "keys"_a, "slot_mapping"_a, "format"_a, "cache"_a);
+  m.def(
+      "indexer_quantize_keys",
+      [](nb::handle keys, openmla::IndexerKeyFormat format, nb::handle codes, nb::handle scales) {
+        Converter c;
+        const TensorView k = c.input(keys, "keys");
+        const TensorView out_codes = c.output(codes, "codes");
+        const TensorView out_scales = c.output(scales, "scales");
+        call_released(
+            [&] { return openmla::indexer_quantize_keys(k, format, out_codes, out_scales); });
+      },
+      "keys"_a, "format"_a, "codes"_a, "scales"_a);
+  m.def(
+      "indexer_dequantize_cache",
+      [](nb::handle cache, openmla::IndexerKeyFormat format, nb::handle keys) {
+        Converter c;
+        const TensorView in = c.input(cache, "cache");
+        const TensorView out = c.output(keys, "keys");
+        call_released([&] { return openmla::indexer_dequantize_cache(in, format, out); });
+      },
+      "cache"_a, "format"_a, "keys"_a);
+
+  m.def(
+      "mqa_logits",
+      [](nb::handle q, nb::handle k, nb::handle k_scale, nb::handle weights, nb::handle ks,
+         nb::handle ke, nb::handle logits, openmla::Plan* plan, int num_threads,
+         std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MqaLogitsArgs a;
+        a.q = c.input(q, "q");
+        a.k = c.input(k, "k");
+        a.k_scale = c.input(k_scale, "k_scale");
+        a.weights = c.input(weights, "weights");
+        a.ks = c.input(ks, "ks");
+        a.ke = c.input(ke, "ke");
+        a.logits = c.output(logits, "logits");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::mqa_logits, &openmla::plan_mqa_logits,
+                                    &openmla::run_mqa_logits));
+      },
+      "q"_a, "k"_a, "k_scale"_a, "weights"_a, "ks"_a, "ke"_a, "logits"_a,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::mqa_logits: writes logits.");
+  m.def(
+      "paged_mqa_logits",
+      [](nb::handle q, nb::handle kv_cache, openmla::IndexerKeyFormat format, nb::handle weights,
+         nb::handle context_lens, nb::handle block_table, nb::handle logits, openmla::Plan* plan,
+         int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::PagedMqaLogitsArgs a =
+            paged_logits_args(c, q, kv_cache, format, weights, context_lens, block_table);
+        a.logits = c.output(logits, "logits");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::paged_mqa_logits, &openmla::plan_paged_mqa_logits,
+                                    &openmla::run_paged_mqa_logits));
+      },
+      "q"_a, "kv_cache"_a, "format"_a, "weights"_a, "context_lens"_a, "block_table"_a, "logits"_a,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::paged_mqa_logits: writes logits.");
+  m.def(
+      "indexer_topk",
+      [](nb::handle logits, nb::handle starts, nb::handle ends, nb::handle block_table,
+         int64_t page_size, int64_t next_n, nb::handle indices, nb::handle topk_length,
+         int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::IndexerTopkArgs a;
+        a.logits = c.input(logits, "logits");
+        a.starts = c.input(starts, "starts");
+        a.ends = c.input(ends, "ends");
+        a.block_table = c.input(block_table, "block_table");
+        a.page_size = page_size;
+        a.next_n = next_n;
+        a.indices = c.output(indices, "indices");
+        a.topk_length = c.output(topk_length, "topk_length");
+        const openmla::Options options = make_options(num_threads, kernel);
+        call_released([&] { return openmla::indexer_topk(a, options); });
+      },
+      "logits"_a, "starts"_a.none(), "ends"_a, "block_table"_a.none(), "page_size"_a, "next_n"_a,
+      "indices"_a, "topk_length"_a.none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::indexer_topk: writes indices (and topk_length).");
+  m.def(
+      "paged_indexer_topk",
+      [](nb::handle q, nb::handle kv_cache, openmla::IndexerKeyFormat format, nb::handle weights,
+         nb::handle context_lens, nb::handle block_table, nb::handle out_block_table,
+         int64_t out_page_size, nb::handle indices, nb::handle topk_length, openmla::Plan* plan,
+         int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::PagedIndexerTopkArgs a;
+        a.logits_args =
+            paged_logits_args(c, q, kv_cache, format, weights, context_lens, block_table);
+        a.out_block_table = c.input(out_block_table, "out_block_table");
+        a.out_page_size = out_page_size;
+        a.indices = c.output(indices, "indices");
+        a.topk_length = c.output(topk_length, "topk_length");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::paged_indexer_topk, &openmla::plan_paged_indexer_topk,
+                                    &openmla::run_paged_indexer_topk));
+      },
+      "q"_a, "kv_cache"_a, "format"_a, "weights"_a, "context_lens"_a, "block_table"_a,
+      "out_block_table"_a.none(), "out_page_size"_a, "indices"_a, "topk_length"_a.none(),
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::paged_indexer_topk: writes indices (and topk_length).");
+}
+
+// ---- KV compressor (compressor.h)
+
+static void bind_compressor(nb::module_& m) {
   m.def(
       "compressor_save_states",
       [](nb::handle kv, nb::handle score, nb::handle ape, nb::handle positions,

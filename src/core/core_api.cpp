@@ -72,6 +72,9 @@ const char* op_name(Op op) {
     case Op::kSparseDecode: return "sparse_decode";
     case Op::kDenseDecode: return "dense_decode";
     case Op::kSparsePrefill: return "sparse_prefill";
+    case Op::kMqaLogits: return "mqa_logits";
+    case Op::kPagedMqaLogits: return "paged_mqa_logits";
+    case Op::kPagedIndexerTopk: return "paged_indexer_topk";
     case Op::kCompressor: return "compressor";
   }
   return "unknown";

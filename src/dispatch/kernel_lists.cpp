@@ -6,6 +6,9 @@ namespace openmla {
 const std::vector<const KernelEntry*>& sparse_decode_kernels();
 const std::vector<const KernelEntry*>& dense_decode_kernels();
 const std::vector<const KernelEntry*>& sparse_prefill_kernels();
+const std::vector<const KernelEntry*>& mqa_logits_kernels();
+const std::vector<const KernelEntry*>& paged_mqa_logits_kernels();
+const std::vector<const KernelEntry*>& paged_indexer_topk_kernels();
 const std::vector<const KernelEntry*>& compressor_kernels();
 
 const std::vector<const KernelEntry*>& kernels_for(Op op) {
@@ -13,6 +16,9 @@ const std::vector<const KernelEntry*>& kernels_for(Op op) {
     case Op::kSparseDecode: return sparse_decode_kernels();
     case Op::kDenseDecode: return dense_decode_kernels();
     case Op::kSparsePrefill: return sparse_prefill_kernels();
+    case Op::kMqaLogits: return mqa_logits_kernels();
+    case Op::kPagedMqaLogits: return paged_mqa_logits_kernels();
+    case Op::kPagedIndexerTopk: return paged_indexer_topk_kernels();
     case Op::kCompressor: return compressor_kernels();
   }
   return sparse_decode_kernels();
