@@ -21,6 +21,9 @@
 // kv_slot_mapping[t] by FlashMLA's MODEL1 quantiser (a bf16 cache stores the latent verbatim).
 // Tokens with other positions, or with kv_slot_mapping -1, write nothing.
 //
+// Indexer keys (head_dim 128, the lightning indexer's own compressor): the same pooling, RMSNorm
+// and RoPE (last 64 of 128 dims), then the Hadamard rotation and indexer_write_keys.
+//
 // Decode (one token per sequence) and prefill (a chunk of tokens per sequence) are the same two
 // calls over a token list: save the chunk's states first, then compress.
 #pragma once
@@ -47,11 +50,17 @@ struct CompressorStoreArgs {
   TensorView gather_slots;     ///< [num_tokens, coff * ratio] int32 / int64 state slots or -1
   TensorView positions;        ///< [num_tokens] int32 / int64, >= 0
   TensorView kv_slot_mapping;  ///< [num_tokens] int32 / int64 kv_cache slot of the entry, or -1
-  TensorView rms_norm_weight;  ///< [head_dim] fp32 (head_dim 512)
+  TensorView rms_norm_weight;  ///< [head_dim] fp32: 512 (MODEL1 entries) or 128 (indexer keys)
   float rms_norm_eps = 1e-6f;
-  TensorView cos_sin_cache;    ///< [max_position, 64] fp32: 32 cos then 32 sin per position
-  TensorView kv_cache;         ///< MODEL1 FP8 [blocks, page, 1, 584] or bf16 [blocks, page, 1, 512]
+  TensorView cos_sin_cache;  ///< [max_position, 64] fp32: 32 cos then 32 sin per position
+  /// head_dim 512: MODEL1 FP8 [blocks, page, 1, 584] or bf16 [blocks, page, 1, 512];
+  /// head_dim 128: an indexer cache (openmla/indexer_cache.h: u8 [blocks, page, 1, 132] FP8 or
+  /// [.., 68] FP4, written by indexer_write_keys) or bf16 [blocks, page, 1, 128].
+  TensorView kv_cache;
   int64_t compress_ratio = 4;  ///< 4 (CSA, overlapping) or 128 (HCA)
+  /// head_dim 128 only: rotate the key by the normalised 128-point Walsh-Hadamard transform
+  /// after RoPE, as the reference (`rotate_activation`); vLLM's CPU indexer op does not.
+  bool hadamard = true;
 };
 Status plan_compressor_store(const CompressorStoreArgs& args, const Options& options, Plan* plan);
 Status run_compressor_store(const Plan& plan, const CompressorStoreArgs& args);

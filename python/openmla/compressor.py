@@ -27,24 +27,24 @@ def save_partial_states(kv, score, ape, positions, state_cache, slot_mapping, *,
                               native(state_cache), native(slot_mapping), num_threads=num_threads)
 
 
-def _paged_view(kv_cache, block_size):
-    """[num_blocks, page_bytes] (vLLM's ``kv_cache_2d``) -> [num_blocks, block_size, 1, 584]."""
+def _paged_view(kv_cache, block_size, bpt=584):
+    """[num_blocks, page_bytes] (vLLM's ``kv_cache_2d``) -> [num_blocks, block_size, 1, bpt]."""
     num_blocks, page_bytes = int(kv_cache.shape[0]), int(kv_cache.shape[1])
-    if block_size is None or block_size < 1 or 584 * block_size > page_bytes:
+    if block_size is None or block_size < 1 or bpt * block_size > page_bytes:
         raise ValueError(f"kv_cache_block_size: {block_size} tokens do not fit pages of "
                          f"{page_bytes} bytes")
-    shape = (num_blocks, block_size, 1, 584)
+    shape = (num_blocks, block_size, 1, bpt)
     if is_torch(kv_cache):
-        return kv_cache.as_strided(shape, (int(kv_cache.stride(0)), 584, 584, 1))
+        return kv_cache.as_strided(shape, (int(kv_cache.stride(0)), bpt, bpt, 1))
     import numpy as np
 
-    return np.lib.stride_tricks.as_strided(kv_cache, shape, (kv_cache.strides[0], 584, 584, 1))
+    return np.lib.stride_tricks.as_strided(kv_cache, shape, (kv_cache.strides[0], bpt, bpt, 1))
 
 
 def compress_norm_rope_store(state_cache, gather_slots, positions, kv_slot_mapping,
                              rms_norm_weight, rms_norm_eps, cos_sin_cache, kv_cache,
-                             kv_cache_block_size=None, compress_ratio=4, *, plan=None,
-                             num_threads=0, kernel=None):
+                             kv_cache_block_size=None, compress_ratio=4, *, hadamard=True,
+                             plan=None, num_threads=0, kernel=None):
     """For each token whose position p completes a window ((p + 1) % ratio == 0): softmax-pools
     the window's state rows ``gather_slots`` [T, coff * ratio] (-1: before the sequence), rounds
     to bf16, RMSNorms with ``rms_norm_weight`` [512] fp32, rotates the last 64 dims by
@@ -52,9 +52,14 @@ def compress_norm_rope_store(state_cache, gather_slots, positions, kv_slot_mappi
     entry into ``kv_cache`` slot ``kv_slot_mapping[t]`` (MODEL1 bytes, or bf16 latents).
     ``kv_cache`` is the MODEL1 view [num_blocks, block_size, 1, 584], a bf16
     [num_blocks, block_size, 1, 512] cache, or vLLM's [num_blocks, page_bytes] byte view with
-    ``kv_cache_block_size``."""
+    ``kv_cache_block_size``. Indexer keys (``rms_norm_weight`` [128], vLLM's
+    ``compress_norm_rope_store_indexer_cpu``): the RoPE is on dims 64..127, then (``hadamard``,
+    as the reference; vLLM omits it) the normalised 128-point Walsh-Hadamard rotation, and the
+    key goes into an indexer cache [num_blocks, block_size, 1, 132 (FP8) or 68 (FP4)] uint8 (or
+    [num_blocks, page_bytes] with ``kv_cache_block_size``), or a bf16 [.., 1, 128] cache."""
     if len(kv_cache.shape) == 2:
-        kv_cache = _paged_view(kv_cache, kv_cache_block_size)
+        bpt = 584 if int(rms_norm_weight.shape[0]) == 512 else 132
+        kv_cache = _paged_view(kv_cache, kv_cache_block_size, bpt)
     _C.compressor_store(native(state_cache), native(gather_slots), native(positions),
                         native(kv_slot_mapping), native(rms_norm_weight), float(rms_norm_eps),
                         native(cos_sin_cache), native(kv_cache), int(compress_ratio), plan=plan,

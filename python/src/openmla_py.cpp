@@ -592,7 +592,7 @@ static void bind_compressor(nb::module_& m) {
       "compressor_store",
       [](nb::handle state_cache, nb::handle gather_slots, nb::handle positions,
          nb::handle kv_slot_mapping, nb::handle rms_norm_weight, float rms_norm_eps,
-         nb::handle cos_sin_cache, nb::handle kv_cache, int64_t compress_ratio,
+         nb::handle cos_sin_cache, nb::handle kv_cache, int64_t compress_ratio, bool hadamard,
          openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
         Converter c;
         openmla::CompressorStoreArgs a;
@@ -605,12 +605,13 @@ static void bind_compressor(nb::module_& m) {
         a.cos_sin_cache = c.input(cos_sin_cache, "cos_sin_cache");
         a.kv_cache = c.output(kv_cache, "kv_cache");
         a.compress_ratio = compress_ratio;
+        a.hadamard = hadamard;
         throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
                                     &openmla::compressor_store, &openmla::plan_compressor_store,
                                     &openmla::run_compressor_store));
       },
       "state_cache"_a, "gather_slots"_a, "positions"_a, "kv_slot_mapping"_a, "rms_norm_weight"_a,
-      "rms_norm_eps"_a, "cos_sin_cache"_a, "kv_cache"_a, "compress_ratio"_a,
+      "rms_norm_eps"_a, "cos_sin_cache"_a, "kv_cache"_a, "compress_ratio"_a, "hadamard"_a = true,
       "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
       "openmla::compressor_store: writes the emitted entries into kv_cache.");
   m.def(

@@ -4,7 +4,8 @@
 // RMSNorm, RoPE at k * ratio), computed here from a and z without the state cache. Also: MODEL1
 // entry bytes equal the independent quantiser model applied to the kernel's own bf16 latent;
 // decode token by token equals one prefill call over the chunk (state and cache bytes); the CSA
-// k = 0 boundary; odd page and state-block sizes; bitwise thread invariance.
+// k = 0 boundary; odd page and state-block sizes; bitwise thread invariance. Indexer keys (head
+// dim 128, Hadamard): the same checks, FP8 cache bytes equal indexer_write_keys of the latent.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,26 +16,26 @@
 
 #include "dispatch/registry.h"
 #include "openmla/compressor.h"
+#include "openmla/indexer_cache.h"
 #include "support/test_support.h"
 
 namespace {
 
 using namespace openmla_test;
 
-constexpr int64_t kD = 512;
-
-/// S sequences of L tokens each, paged state (block size bs) and paged entry cache (page P).
+/// S sequences of L tokens each, paged state (block size bs) and paged entry cache (page P); head
+/// dim d 512 (MODEL1 entries) or 128 (indexer keys, with the Hadamard rotation).
 struct Case {
-  int64_t ratio, seqs, len, bs, page, coff, width, window;
+  int64_t ratio, seqs, len, bs, page, d, coff, width, window;
   std::vector<float> a, z, ape, weight, cos_sin;              // a, z: [seqs * len, width]
   std::vector<std::vector<int64_t>> state_blocks, kv_blocks;  // per sequence, permuted
   int64_t state_num_blocks, kv_num_blocks;
 
   Case(int64_t ratio_in, int64_t seqs_in, int64_t len_in, int64_t bs_in, int64_t page_in,
-       uint32_t seed)
-      : ratio(ratio_in), seqs(seqs_in), len(len_in), bs(bs_in), page(page_in) {
+       uint32_t seed, int64_t d_in = 512)
+      : ratio(ratio_in), seqs(seqs_in), len(len_in), bs(bs_in), page(page_in), d(d_in) {
     coff = ratio == 4 ? 2 : 1;
-    width = coff * kD;
+    width = coff * d;
     window = coff * ratio;
     Rng rng(seed);
     auto fill = [&](std::vector<float>* v, int64_t n, double sd, double mean) {
@@ -44,7 +45,7 @@ struct Case {
     fill(&a, seqs * len * width, 1.0, 0.0);
     fill(&z, seqs * len * width, 2.0, 0.0);
     fill(&ape, ratio * width, 0.5, 0.0);
-    fill(&weight, kD, 0.2, 1.0);
+    fill(&weight, d, 0.2, 1.0);
     cos_sin.resize(static_cast<size_t>(len * 64));
     EXPECT_TRUE(
         openmla::compressor_rope_table(160000.0, 16.0, 65536, 32.0, 1.0,
@@ -70,19 +71,25 @@ struct Case {
   }
 };
 
-/// The caches of one run.
+/// The caches of one run: `format` MODEL1 or BF16, or (fp8_keys) an FP8 indexer cache.
 struct Caches {
   std::vector<float> state;
-  std::vector<uint8_t> kv;  // MODEL1 pages or bf16 [blocks, page, 1, 512]
+  std::vector<uint8_t> kv;  // MODEL1 pages, bf16 [blocks, page, 1, d] or 132-B indexer pages
   KvFormat format;
+  bool fp8_keys;
   int64_t page_bytes;
-  Caches(const Case& c, KvFormat f) : format(f) {
+  Caches(const Case& c, KvFormat f, bool fp8_keys_in = false) : format(f), fp8_keys(fp8_keys_in) {
     state.assign(static_cast<size_t>(c.state_num_blocks * c.bs * 2 * c.width), -12345.0f);
-    openmla::kv_page_bytes(f, c.page, kD, 1, &page_bytes);
+    if (fp8_keys) {
+      page_bytes = 132 * c.page;
+    } else {
+      openmla::kv_page_bytes(f, c.page, c.d, 1, &page_bytes);
+    }
     kv.assign(static_cast<size_t>(c.kv_num_blocks * page_bytes), 0xEE);
   }
   TensorView kv_view(const Case& c) {
-    const int64_t bpt = format == KvFormat::kModel1 ? 584 : kD;
+    if (fp8_keys) return contiguous_view(kv.data(), DType::kU8, {c.kv_num_blocks, c.page, 1, 132});
+    const int64_t bpt = format == KvFormat::kModel1 ? 584 : c.d;
     return openmla::make_strided_tensor(
         kv.data(), format == KvFormat::kModel1 ? DType::kU8 : DType::kBF16,
         {c.kv_num_blocks, c.page, 1, bpt},
@@ -122,7 +129,7 @@ Status step(const Case& c, Caches* r, const std::vector<std::pair<int64_t, int64
   ca.gather_slots = contiguous_view(gather.data(), DType::kI64, {n, c.window});
   ca.positions = sa.positions;
   ca.kv_slot_mapping = contiguous_view(kv_slots.data(), DType::kI64, {n});
-  ca.rms_norm_weight = contiguous_view(const_cast<float*>(c.weight.data()), DType::kF32, {kD});
+  ca.rms_norm_weight = contiguous_view(const_cast<float*>(c.weight.data()), DType::kF32, {c.d});
   ca.cos_sin_cache =
       contiguous_view(const_cast<float*>(c.cos_sin.data()), DType::kF32, {c.len, 64});
   ca.kv_cache = r->kv_view(c);
@@ -130,8 +137,9 @@ Status step(const Case& c, Caches* r, const std::vector<std::pair<int64_t, int64
   return openmla::compressor_store(ca, o);
 }
 
-Caches prefill(const Case& c, KvFormat f, const char* kernel, int threads = 2) {
-  Caches r(c, f);
+Caches prefill(const Case& c, KvFormat f, const char* kernel, int threads = 2,
+               bool fp8_keys = false) {
+  Caches r(c, f, fp8_keys);
   std::vector<std::pair<int64_t, int64_t>> toks;
   for (int64_t s = 0; s < c.seqs; ++s)
     for (int64_t p = 0; p < c.len; ++p) toks.push_back({s, p});
@@ -146,14 +154,15 @@ Caches prefill(const Case& c, KvFormat f, const char* kernel, int threads = 2) {
 /// bf16 latent of entry k of sequence s in a bf16 run.
 std::vector<uint16_t> entry_latent(const Case& c, const Caches& r, int64_t s, int64_t k) {
   const int64_t slot = c.kv_slot(s, k * c.ratio + c.ratio - 1);
-  std::vector<uint16_t> v(kD);
-  std::memcpy(v.data(), r.kv.data() + slot * kD * 2, kD * 2);
+  std::vector<uint16_t> v(c.d);
+  std::memcpy(v.data(), r.kv.data() + slot * c.d * 2, c.d * 2);
   return v;
 }
 
 /// DeepSeek's prefill formula for entry k of sequence s, from a and z directly (double; the
-/// reference's bf16 roundings). Returns the bf16 latent.
+/// reference's bf16 roundings; head dim 128: Hadamard as a +-1 matrix product). bf16 latent.
 std::vector<uint16_t> model_entry(const Case& c, int64_t s, int64_t k) {
+  const int64_t kD = c.d, nope = c.d - 64;
   std::vector<double> x(kD);
   for (int64_t j = 0; j < kD; ++j) {
     std::vector<std::pair<double, double>> slots;  // (score, kv)
@@ -178,24 +187,37 @@ std::vector<uint16_t> model_entry(const Case& c, int64_t s, int64_t k) {
   for (double v : x) ss += v * v;
   const double r = 1.0 / std::sqrt(ss / kD + 1e-6);
   for (int64_t j = 0; j < kD; ++j) x[j] = openmla::round_to_bf16(float(c.weight[j] * x[j] * r));
-  std::vector<uint16_t> out(kD);
-  for (int64_t j = 0; j < 448; ++j) out[j] = openmla::float_to_bf16(static_cast<float>(x[j]));
-  const double p = static_cast<double>(k * c.ratio);
+  const int64_t p = k * c.ratio;
   for (int64_t i = 0; i < 32; ++i) {
     const double cs = c.cos_sin[p * 64 + i], sn = c.cos_sin[p * 64 + 32 + i];
-    const double u = x[448 + 2 * i], v = x[448 + 2 * i + 1];
-    out[448 + 2 * i] = openmla::float_to_bf16(static_cast<float>(u * cs - v * sn));
-    out[448 + 2 * i + 1] = openmla::float_to_bf16(static_cast<float>(u * sn + v * cs));
+    const double u = x[nope + 2 * i], v = x[nope + 2 * i + 1];
+    x[nope + 2 * i] = openmla::round_to_bf16(static_cast<float>(u * cs - v * sn));
+    x[nope + 2 * i + 1] = openmla::round_to_bf16(static_cast<float>(u * sn + v * cs));
   }
+  if (kD == 128) {  // H[i][j] = (-1)^popcount(i & j) / sqrt(128)
+    const std::vector<double> y = x;
+    for (int64_t i = 0; i < kD; ++i) {
+      double acc = 0;
+      for (int64_t j = 0; j < kD; ++j) acc += (__builtin_popcountll(i & j) % 2 ? -y[j] : y[j]);
+      x[i] = acc / std::sqrt(128.0);
+    }
+  }
+  std::vector<uint16_t> out(kD);
+  for (int64_t j = 0; j < kD; ++j) out[j] = openmla::float_to_bf16(static_cast<float>(x[j]));
   return out;
 }
 
 /// Latents agree within `ulps` bf16 units of the larger magnitude (plus a tiny absolute slack).
+/// Indexer keys (128, Hadamard-mixed): a bf16 flip before the rotation moves every output by up
+/// to an ulp of the largest input, so small outputs get that absolute slack too.
 ::testing::AssertionResult Close(const std::vector<uint16_t>& x, const std::vector<uint16_t>& y,
                                  int ulps) {
+  double slack = 1e-6;
+  if (x.size() == 128)
+    for (uint16_t h : y) slack = std::max(slack, ulps * std::fabs(bf(h)) / 256.0);
   for (size_t i = 0; i < x.size(); ++i) {
     const double u = bf(x[i]), v = bf(y[i]);
-    const double tol = ulps * std::max(std::fabs(u), std::fabs(v)) / 128.0 + 1e-6;
+    const double tol = ulps * std::max(std::fabs(u), std::fabs(v)) / 128.0 + slack;
     if (!(std::fabs(u - v) <= tol))
       return ::testing::AssertionFailure() << "element " << i << ": " << u << " vs " << v;
   }
@@ -210,14 +232,14 @@ std::vector<const char*> fast_kernels() {
 }
 
 struct Shape {
-  int64_t ratio, seqs, len, bs, page;
+  int64_t ratio, seqs, len, bs, page, d;
 };
-const Shape kShapes[] = {
-    {4, 2, 24, 4, 3}, {4, 3, 13, 5, 64}, {128, 1, 256, 8, 2}, {128, 2, 131, 3, 1}};
+const Shape kShapes[] = {{4, 2, 24, 4, 3, 512},    {4, 3, 13, 5, 64, 512}, {128, 1, 256, 8, 2, 512},
+                         {128, 2, 131, 3, 1, 512}, {4, 2, 22, 4, 5, 128},  {4, 1, 12, 3, 64, 128}};
 
 TEST(Compressor, ReferenceMatchesDeepSeekPrefillFormula) {
   for (const Shape& sh : kShapes) {
-    const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 11);
+    const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 11, sh.d);
     const Caches r = prefill(c, KvFormat::kBF16, "compressor.ref");
     for (int64_t s = 0; s < c.seqs; ++s)
       for (int64_t k = 0; k < c.len / c.ratio; ++k)
@@ -229,7 +251,7 @@ TEST(Compressor, ReferenceMatchesDeepSeekPrefillFormula) {
 TEST(Compressor, FastKernelsMatchReference) {
   for (const char* kernel : fast_kernels()) {
     for (const Shape& sh : kShapes) {
-      const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 12);
+      const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 12, sh.d);
       const Caches ref = prefill(c, KvFormat::kBF16, "compressor.ref");
       const Caches fast = prefill(c, KvFormat::kBF16, kernel);
       for (int64_t s = 0; s < c.seqs; ++s)
@@ -261,14 +283,37 @@ TEST(Compressor, Model1BytesAreTheQuantisedLatent) {
   }
 }
 
+TEST(Compressor, IndexerKeysAreWrittenByTheIndexerCacheWriter) {
+  std::vector<const char*> kernels = fast_kernels();
+  kernels.push_back("compressor.ref");
+  for (const char* kernel : kernels) {
+    const Case c(4, 2, 20, 4, 3, 17, 128);
+    const Caches bf16 = prefill(c, KvFormat::kBF16, kernel);
+    const Caches fp8 = prefill(c, KvFormat::kBF16, kernel, 2, true);
+    Caches want(c, KvFormat::kBF16, true);
+    for (int64_t s = 0; s < c.seqs; ++s) {
+      for (int64_t k = 0; k < c.len / c.ratio; ++k) {
+        std::vector<uint16_t> key = entry_latent(c, bf16, s, k);
+        int64_t slot = c.kv_slot(s, k * c.ratio + c.ratio - 1);
+        ASSERT_TRUE(openmla::indexer_write_keys(contiguous_view(key.data(), DType::kBF16, {1, 128}),
+                                                contiguous_view(&slot, DType::kI64, {1}),
+                                                openmla::IndexerKeyFormat::kFp8, want.kv_view(c))
+                        .ok());
+      }
+    }
+    EXPECT_TRUE(SameBits(fp8.kv, want.kv)) << kernel;
+  }
+}
+
 TEST(Compressor, DecodeTokenByTokenEqualsPrefill) {
   std::vector<const char*> kernels = fast_kernels();
   kernels.push_back("compressor.ref");
   for (const char* kernel : kernels) {
     for (const Shape& sh : kShapes) {
-      const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 14);
-      const Caches whole = prefill(c, KvFormat::kModel1, kernel);
-      Caches steps(c, KvFormat::kModel1);
+      const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 14, sh.d);
+      const bool keys = c.d == 128;
+      const Caches whole = prefill(c, KvFormat::kModel1, kernel, 2, keys);
+      Caches steps(c, KvFormat::kModel1, keys);
       openmla::Options o;
       o.kernel = kernel;
       for (int64_t p = 0; p < c.len; ++p) {
@@ -300,10 +345,11 @@ TEST(Compressor, CsaFirstEntryIgnoresTheMissingPreviousWindow) {
 TEST(Compressor, ThreadCountDoesNotChangeBits) {
   for (const char* kernel : fast_kernels()) {
     for (const Shape& sh : kShapes) {
-      const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 16);
-      const Caches one = prefill(c, KvFormat::kModel1, kernel, 1);
+      const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 16, sh.d);
+      const bool keys = c.d == 128;
+      const Caches one = prefill(c, KvFormat::kModel1, kernel, 1, keys);
       for (int threads : {2, 3})
-        EXPECT_TRUE(SameBits(prefill(c, KvFormat::kModel1, kernel, threads).kv, one.kv))
+        EXPECT_TRUE(SameBits(prefill(c, KvFormat::kModel1, kernel, threads, keys).kv, one.kv))
             << kernel << " threads " << threads;
     }
   }

@@ -95,7 +95,13 @@ TEST(CompressorErrors, StoreNamesTheArgument) {
       {"weight dtype", "rms_norm_weight", kDt,
        [](Base& b) { b.store.rms_norm_weight.dtype = DType::kBF16; }},
       {"weight size", "rms_norm_weight", StatusCode::kUnsupported,
-       [](Base& b) { b.store.rms_norm_weight.shape[0] = 128; }},
+       [](Base& b) { b.store.rms_norm_weight.shape[0] = 256; }},
+      {"indexer cache bytes", "kv_cache", kInv,
+       [](Base& b) {
+         b.store.rms_norm_weight.shape[0] = 128;
+         b.store.state_cache.shape[2] = 512;
+         b.store.kv_cache.shape[3] = 100;
+       }},
       {"eps", "rms_norm_eps", kInv, [](Base& b) { b.store.rms_norm_eps = NAN; }},
       {"cos_sin dtype", "cos_sin_cache", kDt,
        [](Base& b) { b.store.cos_sin_cache.dtype = DType::kBF16; }},

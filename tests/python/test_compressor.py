@@ -48,10 +48,10 @@ def rope_table(max_pos, theta=160000.0, factor=16.0, original=65536, beta_fast=3
 
 def overlap_transform(t, ratio, value):
     """[n, ratio, 2d] -> [n, 2 ratio, d]: window k = A halves of window k-1, B halves of k."""
-    n = t.shape[0]
-    out = np.full((n, 2 * ratio, D), value, np.float64)
-    out[:, ratio:] = t[:, :, D:]
-    out[1:, :ratio] = t[:-1, :, :D]
+    n, d = t.shape[0], t.shape[2] // 2
+    out = np.full((n, 2 * ratio, d), value, np.float64)
+    out[:, ratio:] = t[:, :, d:]
+    out[1:, :ratio] = t[:-1, :, :d]
     return out
 
 
@@ -61,15 +61,28 @@ def softmax_pool(kv, score, axis):
     return (kv * (e / e.sum(axis=axis, keepdims=True))).sum(axis=axis)
 
 
+def hadamard_matrix(n):
+    """Sylvester's Walsh-Hadamard matrix, normalised (fast_hadamard_transform's scale n^-0.5)."""
+    h = np.ones((1, 1))
+    while h.shape[0] < n:
+        h = np.block([[h, h], [h, -h]])
+    return h / np.sqrt(n)
+
+
 def norm_rope(pooled, weight, cos_sin, positions, eps=1e-6):
-    """kv = norm(kv.bf16()) -> bf16; apply_rotary_emb on the last 64 -> bf16. float64 [n, 512]."""
+    """kv = norm(kv.bf16()) -> bf16; apply_rotary_emb on the last 64 -> bf16; for the indexer's
+    compressor (d = 128, rotate=True) rotate_activation: Hadamard -> bf16. float64 [n, d]."""
+    d = pooled.shape[-1]
+    nope = d - 64
     x = bf16_round(pooled)
     x = bf16_round(weight * (x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)))
     c = cos_sin[positions, :32].astype(np.float64)
     s = cos_sin[positions, 32:].astype(np.float64)
-    re, im = x[:, 448::2].copy(), x[:, 449::2].copy()
-    x[:, 448::2] = bf16_round(re * c - im * s)
-    x[:, 449::2] = bf16_round(re * s + im * c)
+    re, im = x[:, nope::2].copy(), x[:, nope + 1::2].copy()
+    x[:, nope::2] = bf16_round(re * c - im * s)
+    x[:, nope + 1::2] = bf16_round(re * s + im * c)
+    if d == 128:
+        x = bf16_round(x @ hadamard_matrix(d).T)
     return x
 
 
@@ -86,8 +99,9 @@ def ref_prefill(a, z, ape, weight, cos_sin, ratio):
 def ref_decode(a, z, ape, weight, cos_sin, ratio):
     """Compressor.forward's decode branch run token by token from an empty state."""
     coff = 2 if ratio == 4 else 1
-    kv_state = np.zeros((coff * ratio, coff * D))
-    sc_state = np.full((coff * ratio, coff * D), -np.inf)
+    d = a.shape[1] // coff
+    kv_state = np.zeros((coff * ratio, coff * d))
+    sc_state = np.full((coff * ratio, coff * d), -np.inf)
     pooled, where = [], []
     for p in range(a.shape[0]):
         score = z[p].astype(np.float64) + ape[p % ratio]
@@ -96,8 +110,8 @@ def ref_decode(a, z, ape, weight, cos_sin, ratio):
         if (p + 1) % ratio:
             continue
         if coff == 2:
-            kvs = np.concatenate([kv_state[:ratio, :D], kv_state[ratio:, D:]])
-            scs = np.concatenate([sc_state[:ratio, :D], sc_state[ratio:, D:]])
+            kvs = np.concatenate([kv_state[:ratio, :d], kv_state[ratio:, d:]])
+            scs = np.concatenate([sc_state[:ratio, :d], sc_state[ratio:, d:]])
             kv_state[:ratio], sc_state[:ratio] = kv_state[ratio:], sc_state[ratio:]
         else:
             kvs, scs = kv_state, sc_state
@@ -111,14 +125,14 @@ def ref_decode(a, z, ape, weight, cos_sin, ratio):
 class Case:
     """S sequences of L tokens; paged state (block bs) and paged entry cache (page P)."""
 
-    def __init__(self, rng, ratio, seqs, length, bs, page):
-        self.ratio, self.seqs, self.len, self.bs, self.page = ratio, seqs, length, bs, page
+    def __init__(self, rng, ratio, seqs, length, bs, page, d=D):
+        self.ratio, self.seqs, self.len, self.bs, self.page, self.d = ratio, seqs, length, bs, page, d
         coff = 2 if ratio == 4 else 1
-        self.width, self.window = coff * D, coff * ratio
+        self.width, self.window = coff * d, coff * ratio
         self.a = rng.standard_normal((seqs, length, self.width)).astype(np.float32)
         self.z = (2 * rng.standard_normal((seqs, length, self.width))).astype(np.float32)
         self.ape = (0.5 * rng.standard_normal((ratio, self.width))).astype(np.float32)
-        self.weight = (1 + 0.2 * rng.standard_normal(D)).astype(np.float32)
+        self.weight = (1 + 0.2 * rng.standard_normal(d)).astype(np.float32)
         self.cos_sin = rope_table(length)
         nsb = -(-length // bs)
         self.state_table = rng.permutation(seqs * nsb + 1)[: seqs * nsb].reshape(seqs, nsb)
@@ -146,8 +160,8 @@ class Case:
             state = to_family(np.zeros((self.state_blocks, self.bs, 2 * self.width), np.float32),
                               family)
         if cache is None:
-            bpt = 584 if fmt == MODEL1 else D
-            dt = np.uint8 if fmt == MODEL1 else BF16
+            bpt = {MODEL1: 584, "fp8_keys": 132}.get(fmt, self.d)
+            dt = BF16 if fmt == "bf16" else np.uint8
             cache = to_family(np.zeros((self.kv_blocks, self.page, 1, bpt), dt), family)
         f = lambda x: to_family(x, family)  # noqa: E731
         slots = (self.state_table[seq, pos // self.bs] * self.bs + pos % self.bs).astype(np.int64)
@@ -162,23 +176,27 @@ class Case:
         return state, cache
 
     def entries(self, cache_bf16, s):
-        c = to_numpy(cache_bf16).reshape(-1, D)
+        c = to_numpy(cache_bf16).reshape(-1, self.d)
         slots = [self.kv_slot(s, k * self.ratio + self.ratio - 1) for k in range(self.len // self.ratio)]
         return c[slots].astype(np.float64)
 
 
-SHAPES = [(4, 2, 21, 4, 3), (4, 1, 16, 5, 64), (128, 2, 256, 8, 2), (128, 1, 131, 3, 1)]
+SHAPES = [(4, 2, 21, 4, 3), (4, 1, 16, 5, 64), (128, 2, 256, 8, 2), (128, 1, 131, 3, 1),
+          (4, 2, 22, 4, 5, 128)]
 
 
 def assert_bf16_close(x, y, ulps=2):
-    tol = ulps * np.maximum(np.abs(x), np.abs(y)) / 128 + 1e-6
+    # Indexer keys are Hadamard-mixed: a flip before the rotation moves every output by up to an
+    # ulp of the row's largest value.
+    slack = ulps * np.abs(y).max(axis=-1, keepdims=True) / 256 if x.shape[-1] == 128 else 0
+    tol = ulps * np.maximum(np.abs(x), np.abs(y)) / 128 + 1e-6 + slack
     bad = np.abs(x - y) > tol
     assert not bad.any(), f"{bad.sum()} elements differ, first at {np.argwhere(bad)[0]}"
 
 
 def test_reference_transcriptions_agree(rng):
-    for ratio, _, length, _, _ in SHAPES:
-        c = Case(rng, ratio, 1, length, 4, 1)
+    for ratio, _, length, _, _, *d in SHAPES:
+        c = Case(rng, ratio, 1, length, 4, 1, *d)
         args = (c.a[0], c.z[0], c.ape, c.weight, c.cos_sin, ratio)
         assert_bf16_close(ref_prefill(*args), ref_decode(*args), 1)
 
@@ -189,7 +207,7 @@ def test_rope_table_matches_precompute_freqs_cis():
 
 
 @pytest.mark.parametrize("kernel", [None, "compressor.ref"])
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"r{s[0]}_L{s[2]}_bs{s[3]}_P{s[4]}")
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"r{s[0]}_L{s[2]}_bs{s[3]}_P{s[4]}_d{(s + (D,))[5]}")
 def test_entries_match_reference(family, rng, shape, kernel):
     c = Case(rng, *shape)
     _, cache = c.run(family, "bf16", c.tokens(), kernel=kernel)
@@ -216,6 +234,17 @@ def test_model1_bytes_and_decode_equals_prefill(family, rng, shape):
         assert np.array_equal(got[b, o * 576:(o + 1) * 576], want[b, o * 576:(o + 1) * 576])
         sc = c.page * 576 + o * 8
         assert np.array_equal(got[b, sc:sc + 8], want[b, sc:sc + 8])
+
+
+def test_indexer_keys_into_the_fp8_indexer_cache(family, rng):
+    c = Case(rng, 4, 2, 20, 4, 3, 128)
+    _, bf = c.run(family, "bf16", c.tokens())
+    _, fp8 = c.run(family, "fp8_keys", c.tokens())
+    want = to_family(np.zeros((c.kv_blocks, c.page, 1, 132), np.uint8), family)
+    slots = np.array([c.kv_slot(s, p) for s, p in c.tokens()], np.int64)
+    keys = to_numpy(bf).reshape(-1, 128)[np.maximum(slots, 0)]
+    openmla.indexer_write_keys(to_family(keys, family), to_family(slots, family), want, "fp8")
+    assert np.array_equal(to_numpy(fp8), to_numpy(want))
 
 
 def test_vllm_kv_cache_2d_view(rng):

@@ -9,10 +9,11 @@
 #include "dispatch/registry.h"
 #include "formats/kv_format.h"
 #include "openmla/compressor.h"
+#include "openmla/indexer_cache.h"
 
 namespace openmla {
 
-constexpr int64_t kCompressorHeadDim = 512;
+constexpr int64_t kCompressorHeadDim = 512;  ///< the main compressor; the indexer's is 128
 constexpr int64_t kCompressorRopeDim = 64;
 
 /// A validated [n] (or [n, k]) int32 / int64 tensor.
@@ -38,7 +39,9 @@ struct StateCache {
 };
 
 struct CompressorParams {
-  int64_t num_tokens = 0, ratio = 4, coff = 2, window = 8, head_dim = kCompressorHeadDim;
+  int64_t num_tokens = 0, ratio = 4, coff = 2, window = 8;
+  int64_t head_dim = kCompressorHeadDim;  ///< 512 (MODEL1 entries) or 128 (indexer keys)
+  bool hadamard = false;                  ///< head_dim 128: normalised 128-point WHT after RoPE
   StateCache state;
   IntView gather_slots, positions, kv_slots;
   std::vector<int64_t> rows;  ///< tokens that emit an entry (boundary position, kv slot >= 0)
@@ -47,7 +50,10 @@ struct CompressorParams {
   float eps = 1e-6f;
   const float* cos_sin = nullptr;
   int64_t cos_sin_stride = 64;
-  PagedCache kv;  ///< MODEL1 or BF16 (written)
+  PagedCache kv;  ///< MODEL1 or BF16 (written); for an FP8 / FP4 indexer cache only the geometry
+  bool indexer_cache = false;  ///< head_dim 128 keys into `indexer_view` via indexer_write_keys
+  IndexerKeyFormat indexer_format = IndexerKeyFormat::kFp8;
+  TensorView indexer_view;
 };
 
 /// Channel offset inside a state row's a (or z) of window slot `w`.
@@ -56,12 +62,27 @@ inline int64_t window_channel_offset(const CompressorParams& p, int64_t w) {
 }
 
 /// Rounds the pooled fp32 `c` to bf16, RMSNorms it (fp32, weight), rotates the RoPE dims at the
-/// entry's position and writes the entry of `row` into the kv cache (shared by the fast kernels;
-/// the reference has its own double version).
+/// entry's position (then the Hadamard rotation if asked) and writes the entry of `row` into the
+/// cache (shared by the fast kernels; the reference has its own double version).
 void compressor_finish_row(const CompressorParams& p, int64_t row, const float* pooled);
 
-/// Writes one bf16 latent [512] into kv cache slot `slot` (MODEL1: FlashMLA's quantiser).
-void compressor_store_latent(const PagedCache& kv, int64_t slot, const uint16_t* latent);
+/// Writes one bf16 latent [head_dim] into the cache slot `slot`: MODEL1 by FlashMLA's quantiser,
+/// bf16 verbatim, an indexer cache by indexer_write_keys.
+void compressor_store_latent(const CompressorParams& p, int64_t slot, const uint16_t* latent);
+
+/// In-place unnormalised Walsh-Hadamard transform of `n` (a power of two) values.
+template <typename T>
+void walsh_hadamard(T* x, int64_t n) {
+  for (int64_t h = 1; h < n; h *= 2) {
+    for (int64_t i = 0; i < n; i += 2 * h) {
+      for (int64_t j = i; j < i + h; ++j) {
+        const T a = x[j], b = x[j + h];
+        x[j] = a + b;
+        x[j + h] = a - b;
+      }
+    }
+  }
+}
 
 extern const KernelEntry kCompressorAvx512;
 extern const KernelEntry kCompressorAvx2;

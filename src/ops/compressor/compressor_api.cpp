@@ -109,14 +109,46 @@ Status collect_rows(const TensorView& cos_sin, CompressorParams* p) {
   return check_written_slots(p->kv_slots, emitting, p->kv.num_slots(), "kv_slot_mapping");
 }
 
+/// head_dim 512: a MODEL1 or bf16 cache; 128: a bf16 cache or an FP8 (132 B) / FP4 (68 B)
+/// indexer cache, validated by indexer_write_keys itself (with no key).
+Status make_entry_cache(const TensorView& t, CompressorParams* p) {
+  if (p->head_dim == kIndexerHeadDim && t.present() && t.dtype != DType::kBF16) {
+    OPENMLA_RETURN_IF_ERROR(check_tensor(t, "kv_cache", {DType::kU8, DType::kI8}, 4, true));
+    if (t.shape[3] != 132 && t.shape[3] != 68) {
+      return invalid_argument(
+          "kv_cache: an indexer cache has 132 (FP8) or 68 (FP4) bytes per "
+          "token, got shape " +
+          shape_string(t));
+    }
+    p->indexer_cache = true;
+    p->indexer_format = t.shape[3] == 132 ? IndexerKeyFormat::kFp8 : IndexerKeyFormat::kFp4;
+    p->indexer_view = t;
+    int64_t none = 0;
+    OPENMLA_RETURN_IF_ERROR(indexer_write_keys(make_tensor(&none, DType::kBF16, {0, 128}),
+                                               make_tensor(&none, DType::kI64, {0}),
+                                               p->indexer_format, t));
+    p->kv.num_blocks = t.shape[0];
+    p->kv.page_size = t.shape[1];
+    return Status::Ok();
+  }
+  OPENMLA_RETURN_IF_ERROR(make_paged_cache(t, "kv_cache", p->head_dim, &p->kv));
+  if (p->kv.format == KvFormat::kV32)
+    return invalid_argument("kv_cache: must be a MODEL1 (584 B per token) or bf16 512 cache");
+  if (p->kv.heads_kv != 1) return invalid_argument("kv_cache: must hold one head");
+  return Status::Ok();
+}
+
 Status check_store_small_args(const CompressorStoreArgs& a, CompressorParams* p) {
   OPENMLA_RETURN_IF_ERROR(check_ratio(a.compress_ratio, "compress_ratio"));
   OPENMLA_RETURN_IF_ERROR(
       check_tensor(a.rms_norm_weight, "rms_norm_weight", {DType::kF32}, 1, false));
-  if (a.rms_norm_weight.shape[0] != kCompressorHeadDim) {
-    return unsupported("rms_norm_weight: head_dim must be 512 (the MODEL1 compressor), got " +
-                       std::to_string(a.rms_norm_weight.shape[0]));
+  p->head_dim = a.rms_norm_weight.shape[0];
+  if (p->head_dim != kCompressorHeadDim && p->head_dim != kIndexerHeadDim) {
+    return unsupported(
+        "rms_norm_weight: head_dim must be 512 (MODEL1 entries) or 128 (indexer keys), got " +
+        std::to_string(p->head_dim));
   }
+  p->hadamard = a.hadamard && p->head_dim == kIndexerHeadDim;
   if (!std::isfinite(a.rms_norm_eps) || a.rms_norm_eps < 0.0f)
     return invalid_argument("rms_norm_eps must be finite and >= 0");
   OPENMLA_RETURN_IF_ERROR(check_tensor(a.cos_sin_cache, "cos_sin_cache", {DType::kF32}, 2, true));
@@ -146,17 +178,16 @@ Status validate_store(const CompressorStoreArgs& a, CompressorParams* p) {
       check_dim(a.gather_slots, "gather_slots", 1, p->window, "window (coff * ratio)"));
   OPENMLA_RETURN_IF_ERROR(
       make_int_view(a.kv_slot_mapping, "kv_slot_mapping", 1, p->num_tokens, &p->kv_slots));
-  OPENMLA_RETURN_IF_ERROR(make_paged_cache(a.kv_cache, "kv_cache", p->head_dim, &p->kv));
-  if (p->kv.format == KvFormat::kV32)
-    return invalid_argument("kv_cache: must be a MODEL1 (584 B per token) or bf16 512 cache");
-  if (p->kv.heads_kv != 1) return invalid_argument("kv_cache: must hold one head");
+  OPENMLA_RETURN_IF_ERROR(make_entry_cache(a.kv_cache, p));
   OPENMLA_RETURN_IF_ERROR(check_positions(p->positions, p->num_tokens));
   return collect_rows(a.cos_sin_cache, p);
 }
 
 std::vector<int64_t> store_signature(const CompressorParams& p) {
-  return {p.num_tokens,   p.ratio,           p.head_dim, static_cast<int64_t>(p.kv.format),
-          p.kv.page_size, p.state.block_size};
+  const int64_t target = p.indexer_cache ? 10 + static_cast<int64_t>(p.indexer_format)
+                                         : static_cast<int64_t>(p.kv.format);
+  return {p.num_tokens,       p.ratio, p.head_dim, target, p.kv.page_size, p.state.block_size,
+          int64_t{p.hadamard}};
 }
 
 struct SaveParams {

@@ -4,7 +4,9 @@
 // slots ratio.. give channels [512, 1024); -1 slots have weight 0), per channel an exact softmax
 // of z over the window and the weighted sum of a; round to bf16; RMSNorm with the weight, round to
 // bf16; rotate the 32 interleaved RoPE pairs by the table's fp32 cos/sin at position k * ratio,
-// round to bf16; quantise into the entry's slot with FlashMLA's MODEL1 quantiser.
+// round to bf16; indexer keys (head_dim 128): the normalised Walsh-Hadamard transform in double;
+// round to bf16; store into the entry's slot (FlashMLA's MODEL1 quantiser, indexer_write_keys or
+// bf16 verbatim).
 // Invariants: only validated rows are read; each entry is written by the task of its token.
 #include <cmath>
 #include <limits>
@@ -50,16 +52,20 @@ void ref_row(const CompressorParams& p, int64_t t) {
   const double r = 1.0 / std::sqrt(sum_sq / static_cast<double>(d) + p.eps);
   for (int64_t j = 0; j < d; ++j)
     x[j] = round_to_bf16(static_cast<float>(p.norm_weight[j * p.norm_weight_stride] * x[j] * r));
-  std::vector<uint16_t> latent(static_cast<size_t>(d));
-  for (int64_t j = 0; j < nope; ++j) latent[j] = float_to_bf16(static_cast<float>(x[j]));
   const float* cs = p.cos_sin + (p.positions.at(t) + 1 - p.ratio) * p.cos_sin_stride;
   constexpr int64_t kPairs = kCompressorRopeDim / 2;
   for (int64_t i = 0; i < kPairs; ++i) {
     const double a = x[nope + 2 * i], b = x[nope + 2 * i + 1], c = cs[i], s = cs[kPairs + i];
-    latent[nope + 2 * i] = float_to_bf16(static_cast<float>(a * c - b * s));
-    latent[nope + 2 * i + 1] = float_to_bf16(static_cast<float>(a * s + b * c));
+    x[nope + 2 * i] = round_to_bf16(static_cast<float>(a * c - b * s));
+    x[nope + 2 * i + 1] = round_to_bf16(static_cast<float>(a * s + b * c));
   }
-  compressor_store_latent(p.kv, p.kv_slots.at(t), latent.data());
+  if (p.hadamard) {
+    walsh_hadamard(x.data(), d);
+    for (double& v : x) v /= std::sqrt(static_cast<double>(d));
+  }
+  std::vector<uint16_t> latent(static_cast<size_t>(d));
+  for (int64_t j = 0; j < d; ++j) latent[j] = float_to_bf16(static_cast<float>(x[j]));
+  compressor_store_latent(p, p.kv_slots.at(t), latent.data());
 }
 
 const char* ref_unsupported(const void*) { return nullptr; }

@@ -35,9 +35,9 @@ inline void prefetch_run(const float* p, int64_t bytes) {
 /// pooled[j] = sum_w softmax_w(z_w[j]) a_w[j] over the window `rows` (z at +width; nullptr rows
 /// skipped): a max pass over the z rows, then one pass accumulating e = 2^(z log2e - max log2e)
 /// and e * a. Rows are read front to back, 2 KiB runs, the next-but-one prefetched.
-inline void pool_window(const float* const* rows, int64_t window, int64_t width, float* pooled) {
-  constexpr int64_t d = kCompressorHeadDim;
-  alignas(64) float m[d], num[d], den[d];
+inline void pool_window(const float* const* rows, int64_t window, int64_t width, int64_t d,
+                        float* pooled) {
+  alignas(64) float m[kCompressorHeadDim], num[kCompressorHeadDim], den[kCompressorHeadDim];
   const FmaVec log2e = fv_set1(kCompressLog2e);
   for (int64_t j = 0; j < d; j += kFmaLanes)
     fv_store(m + j, fv_set1(-std::numeric_limits<float>::infinity()));
@@ -74,14 +74,14 @@ inline void compress_row_fma(const CompressorParams& p, int64_t t) {
     rows[w] = s < 0 ? nullptr : p.state.row(s) + window_channel_offset(p, w);
   }
   alignas(64) float pooled[kCompressorHeadDim];
-  pool_window(rows, p.window, p.state.width, pooled);
+  pool_window(rows, p.window, p.state.width, p.head_dim, pooled);
   compressor_finish_row(p, t, pooled);
 }
 
 const char* compressor_fma_unsupported(const void* params) {
   const auto& p = *static_cast<const CompressorParams*>(params);
   if (p.window > kMaxWindow) return "window longer than 128";
-  if (p.head_dim != kCompressorHeadDim) return "head_dim other than 512";
+  if (p.head_dim % kFmaLanes != 0) return "head_dim not a multiple of the vector width";
   return nullptr;
 }
 
