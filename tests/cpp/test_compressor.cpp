@@ -327,6 +327,34 @@ TEST(Compressor, DecodeTokenByTokenEqualsPrefill) {
   }
 }
 
+TEST(Compressor, ChunkedPrefillEqualsOneChunkAndWritesOnlyEntries) {
+  for (const Shape& sh : kShapes) {
+    const Case c(sh.ratio, sh.seqs, sh.len, sh.bs, sh.page, 18, sh.d);
+    const KvFormat f = c.d == 128 ? KvFormat::kBF16 : KvFormat::kModel1;
+    const Caches whole = prefill(c, f, nullptr);
+    Caches chunks(c, f);
+    const int64_t cuts[] = {0, c.len / 3 + 1, c.len / 2 + 2, c.len};  // odd chunk lengths
+    for (int i = 0; i < 3; ++i) {
+      std::vector<std::pair<int64_t, int64_t>> toks;
+      for (int64_t s = 0; s < c.seqs; ++s)
+        for (int64_t p = cuts[i]; p < cuts[i + 1]; ++p) toks.push_back({s, p});
+      ASSERT_TRUE(step(c, &chunks, toks, {}).ok());
+    }
+    EXPECT_TRUE(SameBits(chunks.kv, whole.kv)) << "ratio " << c.ratio << " d " << c.d;
+    // Slots no entry names keep their 0xEE fill (MODEL1: the record and its scale record).
+    std::vector<bool> used(static_cast<size_t>(c.kv_num_blocks * c.page), false);
+    for (int64_t s = 0; s < c.seqs; ++s)
+      for (int64_t p = 0; p < c.len; ++p)
+        if (c.kv_slot(s, p) >= 0) used[static_cast<size_t>(c.kv_slot(s, p))] = true;
+    const int64_t rec = f == KvFormat::kModel1 ? 576 : 2 * c.d;
+    for (int64_t slot = 0; slot < c.kv_num_blocks * c.page; ++slot) {
+      if (used[static_cast<size_t>(slot)]) continue;
+      const uint8_t* page = whole.kv.data() + (slot / c.page) * whole.page_bytes;
+      for (int64_t i = 0; i < rec; ++i) ASSERT_EQ(page[(slot % c.page) * rec + i], 0xEE);
+    }
+  }
+}
+
 TEST(Compressor, CsaFirstEntryIgnoresTheMissingPreviousWindow) {
   // Entry 0 must not depend on the (absent) previous window: poison the rows that would be read
   // if -1 slots were dereferenced, i.e. every state row not written by the 4 tokens.
