@@ -41,7 +41,8 @@ def vllm_ops():
              "torch.ops._C.compress_norm_rope_store_cpu")
     r = subprocess.run([sys.executable, "-c", probe, lib], capture_output=True)
     if r.returncode != 0:
-        return None, f"vLLM's _C.abi3.so does not load here (exit {r.returncode})"
+        why = " (SIGILL: built for instructions this CPU lacks)" if r.returncode == -4 else ""
+        return None, f"vLLM's _C.abi3.so does not load here (exit {r.returncode}{why})"
     torch.ops.load_library(lib)
     return torch.ops._C, ""
 
