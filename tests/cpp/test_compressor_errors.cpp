@@ -102,6 +102,13 @@ TEST(CompressorErrors, StoreNamesTheArgument) {
          b.store.state_cache.shape[2] = 512;
          b.store.kv_cache.shape[3] = 100;
        }},
+      {"indexer cache stride", "kv_cache (indexer cache)", kInv,
+       [](Base& b) {
+         b.store.rms_norm_weight.shape[0] = 128;
+         b.store.state_cache.shape[2] = 512;
+         b.store.kv_cache = openmla::make_strided_tensor(b.kv.data(), DType::kU8, {2, 2, 1, 132},
+                                                         {264, 133, 133, 1});
+       }},
       {"eps", "rms_norm_eps", kInv, [](Base& b) { b.store.rms_norm_eps = NAN; }},
       {"cos_sin dtype", "cos_sin_cache", kDt,
        [](Base& b) { b.store.cos_sin_cache.dtype = DType::kBF16; }},

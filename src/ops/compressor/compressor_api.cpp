@@ -116,17 +116,18 @@ Status make_entry_cache(const TensorView& t, CompressorParams* p) {
     OPENMLA_RETURN_IF_ERROR(check_tensor(t, "kv_cache", {DType::kU8, DType::kI8}, 4, true));
     if (t.shape[3] != 132 && t.shape[3] != 68) {
       return invalid_argument(
-          "kv_cache: an indexer cache has 132 (FP8) or 68 (FP4) bytes per "
-          "token, got shape " +
+          "kv_cache: an indexer cache has 132 (FP8) or 68 (FP4) bytes per token, "
+          "got shape " +
           shape_string(t));
     }
     p->indexer_cache = true;
     p->indexer_format = t.shape[3] == 132 ? IndexerKeyFormat::kFp8 : IndexerKeyFormat::kFp4;
     p->indexer_view = t;
     int64_t none = 0;
-    OPENMLA_RETURN_IF_ERROR(indexer_write_keys(make_tensor(&none, DType::kBF16, {0, 128}),
-                                               make_tensor(&none, DType::kI64, {0}),
-                                               p->indexer_format, t));
+    const Status st =
+        indexer_write_keys(make_tensor(&none, DType::kBF16, {0, 128}),
+                           make_tensor(&none, DType::kI64, {0}), p->indexer_format, t);
+    if (!st.ok()) return Status(st.code(), "kv_cache (indexer cache): " + st.message());
     p->kv.num_blocks = t.shape[0];
     p->kv.page_size = t.shape[1];
     return Status::Ok();
