@@ -105,6 +105,7 @@ enum class Op : int32_t {
   kMqaLogits = 3,         ///< indexer logits, prefill (indexer.h)
   kPagedMqaLogits = 4,    ///< indexer logits, paged decode
   kPagedIndexerTopk = 5,  ///< fused paged logits + top-k
+  kCompressor = 6,        ///< V4 KV compressor: pool, RMSNorm, RoPE, store (openmla/compressor.h)
 };
 const char* op_name(Op op);
 

@@ -14,6 +14,12 @@ AssertionError for FlashMLA's interface assertions (e.g. reusing a sched_meta in
 """
 
 from . import _openmla
+from .compressor import (
+    compress_norm_rope_store,
+    compressor_gather_slots,
+    compressor_rope_cache,
+    save_partial_states,
+)
 from .flash_mla_interface import (
     FlashMLASchedMeta,
     flash_mla_sparse_fwd,
@@ -68,6 +74,9 @@ __all__ = [
     "Plan",
     "abs_indices2indices_in_kvcache",
     "abs_indices_to_cache_indices",
+    "compress_norm_rope_store",
+    "compressor_gather_slots",
+    "compressor_rope_cache",
     "cpu_features",
     "dequantize_k_cache",
     "empty_indexer_cache",
@@ -86,5 +95,6 @@ __all__ = [
     "list_kernels",
     "paged_indexer_topk",
     "quantize_k_cache",
+    "save_partial_states",
     "__version__",
 ]

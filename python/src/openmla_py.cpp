@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "openmla/compressor.h"
 #include "openmla/indexer.h"
 #include "openmla/openmla.h"
 
@@ -197,6 +198,8 @@ nb::object optional_string(const char* s) {
 
 /// The lightning indexer's functions (defined at the end of this file).
 static void bind_indexer(nb::module_& m);
+/// The KV compressor's functions (defined at the end of this file).
+static void bind_compressor(nb::module_& m);
 
 NB_MODULE(_openmla, m) {
   m.doc() = "Native binding of the openmla C++ library (use the `openmla` package instead).";
@@ -409,6 +412,7 @@ NB_MODULE(_openmla, m) {
       "abs_indices"_a, "block_table"_a, "page_size"_a, "out"_a);
 
   bind_indexer(m);
+  bind_compressor(m);
 }
 
 // ---- lightning indexer (indexer_cache.h, indexer.h)
@@ -558,4 +562,71 @@ static void bind_indexer(nb::module_& m) {
       "out_block_table"_a.none(), "out_page_size"_a, "indices"_a, "topk_length"_a.none(),
       "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
       "openmla::paged_indexer_topk: writes indices (and topk_length).");
+}
+
+// ---- KV compressor (compressor.h)
+
+static void bind_compressor(nb::module_& m) {
+  m.def(
+      "compressor_save_states",
+      [](nb::handle kv, nb::handle score, nb::handle ape, nb::handle positions,
+         nb::handle state_cache, nb::handle slot_mapping, int num_threads) {
+        Converter c;
+        openmla::CompressorSaveStatesArgs a;
+        a.kv = c.input(kv, "kv");
+        a.score = c.input(score, "score");
+        a.ape = c.input(ape, "ape");
+        a.positions = c.input(positions, "positions");
+        a.state_cache = c.output(state_cache, "state_cache");
+        a.slot_mapping = c.input(slot_mapping, "slot_mapping");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::compressor_save_states(a, make_options(num_threads, std::nullopt));
+        }
+        throw_if_error(status);
+      },
+      "kv"_a, "score"_a, "ape"_a, "positions"_a, "state_cache"_a, "slot_mapping"_a,
+      "num_threads"_a = 0, "openmla::compressor_save_states: writes state_cache.");
+  m.def(
+      "compressor_store",
+      [](nb::handle state_cache, nb::handle gather_slots, nb::handle positions,
+         nb::handle kv_slot_mapping, nb::handle rms_norm_weight, float rms_norm_eps,
+         nb::handle cos_sin_cache, nb::handle kv_cache, int64_t compress_ratio, bool hadamard,
+         openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::CompressorStoreArgs a;
+        a.state_cache = c.input(state_cache, "state_cache");
+        a.gather_slots = c.input(gather_slots, "gather_slots");
+        a.positions = c.input(positions, "positions");
+        a.kv_slot_mapping = c.input(kv_slot_mapping, "kv_slot_mapping");
+        a.rms_norm_weight = c.input(rms_norm_weight, "rms_norm_weight");
+        a.rms_norm_eps = rms_norm_eps;
+        a.cos_sin_cache = c.input(cos_sin_cache, "cos_sin_cache");
+        a.kv_cache = c.output(kv_cache, "kv_cache");
+        a.compress_ratio = compress_ratio;
+        a.hadamard = hadamard;
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::compressor_store, &openmla::plan_compressor_store,
+                                    &openmla::run_compressor_store));
+      },
+      "state_cache"_a, "gather_slots"_a, "positions"_a, "kv_slot_mapping"_a, "rms_norm_weight"_a,
+      "rms_norm_eps"_a, "cos_sin_cache"_a, "kv_cache"_a, "compress_ratio"_a, "hadamard"_a = true,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::compressor_store: writes the emitted entries into kv_cache.");
+  m.def(
+      "compressor_rope_table",
+      [](double theta, double factor, int64_t original_seq_len, double beta_fast,
+         double beta_slow, nb::handle cos_sin) {
+        Converter c;
+        const TensorView t = c.output(cos_sin, "cos_sin");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::compressor_rope_table(theta, factor, original_seq_len, beta_fast,
+                                                  beta_slow, t);
+        }
+        throw_if_error(status);
+      },
+      "theta"_a, "factor"_a, "original_seq_len"_a, "beta_fast"_a, "beta_slow"_a, "cos_sin"_a);
 }

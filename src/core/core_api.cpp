@@ -75,6 +75,7 @@ const char* op_name(Op op) {
     case Op::kMqaLogits: return "mqa_logits";
     case Op::kPagedMqaLogits: return "paged_mqa_logits";
     case Op::kPagedIndexerTopk: return "paged_indexer_topk";
+    case Op::kCompressor: return "compressor";
   }
   return "unknown";
 }

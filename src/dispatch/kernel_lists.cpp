@@ -9,6 +9,7 @@ const std::vector<const KernelEntry*>& sparse_prefill_kernels();
 const std::vector<const KernelEntry*>& mqa_logits_kernels();
 const std::vector<const KernelEntry*>& paged_mqa_logits_kernels();
 const std::vector<const KernelEntry*>& paged_indexer_topk_kernels();
+const std::vector<const KernelEntry*>& compressor_kernels();
 
 const std::vector<const KernelEntry*>& kernels_for(Op op) {
   switch (op) {
@@ -18,6 +19,7 @@ const std::vector<const KernelEntry*>& kernels_for(Op op) {
     case Op::kMqaLogits: return mqa_logits_kernels();
     case Op::kPagedMqaLogits: return paged_mqa_logits_kernels();
     case Op::kPagedIndexerTopk: return paged_indexer_topk_kernels();
+    case Op::kCompressor: return compressor_kernels();
   }
   return sparse_decode_kernels();
 }

@@ -54,7 +54,7 @@ std::string first_kernel_up_to(Isa cap) {
 TEST(Dispatch, ReferenceIsLastAndEveryOpHasOne) {
   std::size_t total = 0;
   for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill, Op::kMqaLogits,
-                Op::kPagedMqaLogits, Op::kPagedIndexerTopk}) {
+                Op::kPagedMqaLogits, Op::kPagedIndexerTopk, Op::kCompressor}) {
     const auto& list = openmla::kernels_for(op);
     ASSERT_FALSE(list.empty());
     total += list.size();
