@@ -98,7 +98,14 @@ struct Options {
   const char* kernel = nullptr;  ///< force a kernel by registry name; fails if it cannot run
 };
 
-enum class Op : int32_t { kSparseDecode = 0, kDenseDecode = 1, kSparsePrefill = 2 };
+enum class Op : int32_t {
+  kSparseDecode = 0,
+  kDenseDecode = 1,
+  kSparsePrefill = 2,
+  kMhcPre = 3,
+  kMhcPost = 4,
+  kMhcHead = 5,
+};
 const char* op_name(Op op);
 
 /// One registered implementation, as listed by `list_kernels`.

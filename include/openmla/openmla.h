@@ -4,3 +4,4 @@
 #include "openmla/attention.h"
 #include "openmla/core.h"
 #include "openmla/kv_cache.h"
+#include "openmla/v4_blocks.h"

@@ -72,6 +72,9 @@ const char* op_name(Op op) {
     case Op::kSparseDecode: return "sparse_decode";
     case Op::kDenseDecode: return "dense_decode";
     case Op::kSparsePrefill: return "sparse_prefill";
+    case Op::kMhcPre: return "mhc_pre";
+    case Op::kMhcPost: return "mhc_post";
+    case Op::kMhcHead: return "mhc_head";
   }
   return "unknown";
 }

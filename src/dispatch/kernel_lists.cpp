@@ -6,12 +6,18 @@ namespace openmla {
 const std::vector<const KernelEntry*>& sparse_decode_kernels();
 const std::vector<const KernelEntry*>& dense_decode_kernels();
 const std::vector<const KernelEntry*>& sparse_prefill_kernels();
+const std::vector<const KernelEntry*>& mhc_pre_kernels();
+const std::vector<const KernelEntry*>& mhc_post_kernels();
+const std::vector<const KernelEntry*>& mhc_head_kernels();
 
 const std::vector<const KernelEntry*>& kernels_for(Op op) {
   switch (op) {
     case Op::kSparseDecode: return sparse_decode_kernels();
     case Op::kDenseDecode: return dense_decode_kernels();
     case Op::kSparsePrefill: return sparse_prefill_kernels();
+    case Op::kMhcPre: return mhc_pre_kernels();
+    case Op::kMhcPost: return mhc_post_kernels();
+    case Op::kMhcHead: return mhc_head_kernels();
   }
   return sparse_decode_kernels();
 }
