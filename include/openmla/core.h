@@ -105,6 +105,7 @@ enum class Op : int32_t {
   kMhcPre = 3,
   kMhcPost = 4,
   kMhcHead = 5,
+  kEngramGate = 6,
 };
 const char* op_name(Op op);
 

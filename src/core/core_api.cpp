@@ -75,6 +75,7 @@ const char* op_name(Op op) {
     case Op::kMhcPre: return "mhc_pre";
     case Op::kMhcPost: return "mhc_post";
     case Op::kMhcHead: return "mhc_head";
+    case Op::kEngramGate: return "engram_gate";
   }
   return "unknown";
 }

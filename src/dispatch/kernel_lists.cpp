@@ -9,6 +9,7 @@ const std::vector<const KernelEntry*>& sparse_prefill_kernels();
 const std::vector<const KernelEntry*>& mhc_pre_kernels();
 const std::vector<const KernelEntry*>& mhc_post_kernels();
 const std::vector<const KernelEntry*>& mhc_head_kernels();
+const std::vector<const KernelEntry*>& engram_gate_kernels();
 
 const std::vector<const KernelEntry*>& kernels_for(Op op) {
   switch (op) {
@@ -18,6 +19,7 @@ const std::vector<const KernelEntry*>& kernels_for(Op op) {
     case Op::kMhcPre: return mhc_pre_kernels();
     case Op::kMhcPost: return mhc_post_kernels();
     case Op::kMhcHead: return mhc_head_kernels();
+    case Op::kEngramGate: return engram_gate_kernels();
   }
   return sparse_decode_kernels();
 }

@@ -54,7 +54,7 @@ std::string first_kernel_up_to(Isa cap) {
 TEST(Dispatch, ReferenceIsLastAndEveryOpHasOne) {
   std::size_t total = 0;
   for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill, Op::kMhcPre,
-                Op::kMhcPost, Op::kMhcHead}) {
+                Op::kMhcPost, Op::kMhcHead, Op::kEngramGate}) {
     const auto& list = openmla::kernels_for(op);
     total += list.size();
     ASSERT_FALSE(list.empty());
