@@ -20,6 +20,7 @@ from .flash_mla_interface import (
     flash_mla_with_kvcache,
     get_mla_metadata,
 )
+from .v4_blocks import engram_embed, engram_gate, engram_hash, hc_head, hc_post, hc_pre
 from .quant import (
     FP8KVCacheLayout,
     abs_indices2indices_in_kvcache,
@@ -55,9 +56,15 @@ __all__ = [
     "cpu_features",
     "dequantize_k_cache",
     "empty_k_cache",
+    "engram_embed",
+    "engram_gate",
+    "engram_hash",
     "flash_mla_sparse_fwd",
     "flash_mla_with_kvcache",
     "get_mla_metadata",
+    "hc_head",
+    "hc_post",
+    "hc_pre",
     "list_kernels",
     "quantize_k_cache",
     "__version__",
