@@ -5,10 +5,11 @@
 // Layout: X [tokens, hc, hidden] bf16 (hidden contiguous, any token / stream strides), fn
 // [rows, hc * hidden] fp32. Tiling: the reduction runs stream by stream in blocks of kMixBlock
 // columns; a micro-tile keeps kMixTok tokens x kMixRows rows of vector accumulators (12 of 16
-// registers with AVX2, 24 of 32 with AVX-512), loading each fn vector once per token pair and each
-// token vector once per row group. A block's accumulators are reduced (fv_hsum) and added to the
-// token's running fp32 sums, so every (token, row) sees the same operations in the same order
-// whatever the tiling, the token's neighbours or the thread count: bitwise thread-invariant.
+// registers with AVX2, 24 of 32 with AVX-512; hc_head, with hc rows only, kHeadRows), loading
+// each fn vector once per token pair and each token vector once per row group. A block's
+// accumulators are reduced (fv_hsum) and added to the token's running fp32 sums, so every
+// (token, row) sees the same operations in the same order whatever the tiling, the token's
+// neighbours or the thread count: bitwise thread-invariant.
 // Work: tasks are (chunk of kMixChunk tokens, range of row groups); with enough chunks a task
 // takes all rows and then finishes its tokens (rsqrt, gates, Sinkhorn, y) while they are in cache;
 // otherwise (decode) the row groups are spread over the threads and a second pass finishes.
@@ -29,6 +30,8 @@ namespace {
 
 constexpr int kMixTok = 2;
 constexpr int kMixRows = 3 * kQkVecs;  // 6 (AVX2) or 12 (AVX-512): 2 x rows accumulators + 3
+// hc_head projects onto hc (4) rows only: a narrower tile, so that no row computed is dropped.
+constexpr int kHeadRows = 2 * kQkVecs;
 // Why 256: one block of 24 fn rows (V4's hc_pre) is 24 KiB of fp32, which stays in the 32 KiB L1d
 // while every token pair of the chunk streams past it.
 constexpr int64_t kMixBlock = 256;
@@ -38,32 +41,33 @@ constexpr int64_t kMixChunk = 16;
 constexpr int64_t kPostBlock = 1024;  // columns per hc_post task: 2 KiB per stream, L1-resident
 
 /// Adds the projection of columns [c0, c0 + len) of stream j, for `nt` tokens starting at t0 and
-/// the kMixRows rows starting at r0 (rows past p.rows are computed on a clamped row and dropped),
+/// the ROWS rows starting at r0 (rows past p.rows are computed on a clamped row and dropped),
 /// to mix[(t - t0) * rows + r].
-inline void mix_block(const MhcMixParams& p, int64_t t0, int nt, int64_t r0, int64_t j, int64_t c0,
-                      int64_t len, float* mix) {
+template <int ROWS>
+void mix_block(const MhcMixParams& p, int64_t t0, int nt, int64_t r0, int64_t j, int64_t c0,
+               int64_t len, float* mix) {
   const uint16_t* xs[kMixTok];
   for (int t = 0; t < kMixTok; ++t)
     xs[t] = p.x + (t0 + std::min(t, nt - 1)) * p.x_stride[0] + j * p.x_stride[1] + c0;
-  const float* fs[kMixRows];
-  for (int r = 0; r < kMixRows; ++r)
+  const float* fs[ROWS];
+  for (int r = 0; r < ROWS; ++r)
     fs[r] = p.fn + std::min(r0 + r, p.rows - 1) * p.fn_stride + j * p.hidden + c0;
-  FmaVec acc[kMixTok][kMixRows];
+  FmaVec acc[kMixTok][ROWS];
   for (int t = 0; t < kMixTok; ++t)
-    for (int r = 0; r < kMixRows; ++r) acc[t][r] = fv_zero();
+    for (int r = 0; r < ROWS; ++r) acc[t][r] = fv_zero();
   const int64_t vec_end = len - len % kFmaLanes;
   for (int64_t c = 0; c < vec_end; c += kFmaLanes) {
     FmaVec xv[kMixTok];
     for (int t = 0; t < kMixTok; ++t) xv[t] = fv_load_bf16(xs[t] + c);
-    for (int r = 0; r < kMixRows; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
       const FmaVec f = fv_load(fs[r] + c);
       for (int t = 0; t < kMixTok; ++t) acc[t][r] = fv_fma(f, xv[t], acc[t][r]);
     }
   }
-  float sums[kMixTok][kMixRows];  // reduced with constant indices: acc stays in registers
+  float sums[kMixTok][ROWS];  // reduced with constant indices: acc stays in registers
   for (int t = 0; t < kMixTok; ++t)
-    for (int r = 0; r < kMixRows; ++r) sums[t][r] = fv_hsum(acc[t][r]);
-  const int64_t valid_rows = std::min<int64_t>(kMixRows, p.rows - r0);
+    for (int r = 0; r < ROWS; ++r) sums[t][r] = fv_hsum(acc[t][r]);
+  const int64_t valid_rows = std::min<int64_t>(ROWS, p.rows - r0);
   for (int t = 0; t < nt; ++t) {
     for (int r = 0; r < valid_rows; ++r) {
       float tail = 0.0f;
@@ -74,16 +78,17 @@ inline void mix_block(const MhcMixParams& p, int64_t t0, int nt, int64_t r0, int
   }
 }
 
-/// mix rows of row groups [g0, g1) for tokens [t0, t1); mix points at token t0's row sums.
-inline void mix_tokens(const MhcMixParams& p, int64_t t0, int64_t t1, int64_t g0, int64_t g1,
-                       float* mix) {
+/// mix rows of row groups [g0, g1) (ROWS rows each) for tokens [t0, t1); mix points at token
+/// t0's row sums.
+template <int ROWS>
+void mix_tokens(const MhcMixParams& p, int64_t t0, int64_t t1, int64_t g0, int64_t g1, float* mix) {
   for (int64_t j = 0; j < p.hc; ++j) {
     for (int64_t c0 = 0; c0 < p.hidden; c0 += kMixBlock) {
       const int64_t len = std::min(kMixBlock, p.hidden - c0);
       for (int64_t t = t0; t < t1; t += kMixTok) {
         const int nt = static_cast<int>(std::min<int64_t>(kMixTok, t1 - t));
         for (int64_t g = g0; g < g1; ++g)
-          mix_block(p, t, nt, g * kMixRows, j, c0, len, mix + (t - t0) * p.rows);
+          mix_block<ROWS>(p, t, nt, g * ROWS, j, c0, len, mix + (t - t0) * p.rows);
       }
     }
   }
@@ -147,26 +152,34 @@ inline void finish_token(const MhcMixParams& p, int64_t t, const float* raw_mix)
 
 const char* mhc_fma_unsupported(const void*) { return nullptr; }
 
-Status mhc_mix_fma_run(const void* params, const ExecConfig& config) {
-  const auto& p = *static_cast<const MhcMixParams*>(params);
+template <int ROWS>
+void mix_and_finish(const MhcMixParams& p, const ExecConfig& config) {
   std::vector<float> mix(p.tokens * p.rows, 0.0f);
   const int64_t chunks = (p.tokens + kMixChunk - 1) / kMixChunk;
-  const int64_t groups = (p.rows + kMixRows - 1) / kMixRows;
+  const int64_t groups = (p.rows + ROWS - 1) / ROWS;
   auto chunk_end = [&](int64_t c) { return std::min(p.tokens, (c + 1) * kMixChunk); };
   if (chunks >= config.num_threads) {
     parallel_for(chunks, config.num_threads, [&](int64_t c, int) {
       const int64_t t0 = c * kMixChunk;
-      mix_tokens(p, t0, chunk_end(c), 0, groups, mix.data() + t0 * p.rows);
+      mix_tokens<ROWS>(p, t0, chunk_end(c), 0, groups, mix.data() + t0 * p.rows);
       for (int64_t t = t0; t < chunk_end(c); ++t) finish_token(p, t, mix.data() + t * p.rows);
     });
-    return Status::Ok();
+    return;
   }
   parallel_for(chunks * groups, config.num_threads, [&](int64_t task, int) {
     const int64_t c = task / groups, g = task % groups, t0 = c * kMixChunk;
-    mix_tokens(p, t0, chunk_end(c), g, g + 1, mix.data() + t0 * p.rows);
+    mix_tokens<ROWS>(p, t0, chunk_end(c), g, g + 1, mix.data() + t0 * p.rows);
   });
   parallel_for(p.tokens, config.num_threads,
                [&](int64_t t, int) { finish_token(p, t, mix.data() + t * p.rows); });
+}
+
+Status mhc_mix_fma_run(const void* params, const ExecConfig& config) {
+  const auto& p = *static_cast<const MhcMixParams*>(params);
+  if (p.head)
+    mix_and_finish<kHeadRows>(p, config);
+  else
+    mix_and_finish<kMixRows>(p, config);
   return Status::Ok();
 }
 
