@@ -142,6 +142,21 @@ def test_hc_head_matches_transcription(family, rng, tokens, hc, hidden):
     assert_bf16_close(out, ref_hc_head(x, fn, scale, base, 1e-6, 1e-6))
 
 
+def test_hc_pre_plan_is_reused_and_checked(rng):
+    x, fn, scale, base = mhc_inputs(rng, 3, 4, 32)
+    args = [make(x, "bfloat16", "numpy"), make(fn, "float32", "numpy"),
+            make(scale, "float32", "numpy"), make(base, "float32", "numpy")]
+    plan = openmla.Plan()
+    first = openmla.hc_pre(*args, plan=plan)
+    assert plan.valid and plan.op == "mhc_pre"
+    again = openmla.hc_pre(*args, plan=plan)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(f64(a), f64(b))
+    x2, _, _, _ = mhc_inputs(rng, 4, 4, 32)
+    with pytest.raises(Exception, match="plan"):
+        openmla.hc_pre(make(x2, "bfloat16", "numpy"), *args[1:], plan=plan)
+
+
 def test_mhc_errors_name_the_argument(rng):
     x, fn, scale, base = mhc_inputs(rng, 2, 4, 16)
     args = [make(x, "bfloat16", "numpy"), make(fn, "float32", "numpy"),
