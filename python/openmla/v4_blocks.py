@@ -17,7 +17,15 @@ from ._arrays import Family, native
 def _tokens_view(x, trailing):
     """`x` as [tokens, *trailing] (a view when the layout allows), and its leading shape."""
     lead = tuple(int(s) for s in x.shape[: x.ndim - len(trailing)])
+    if x.ndim == len(trailing) + 1:
+        return x, lead
     return x.reshape((-1, *trailing)), lead
+
+
+def _as(x, shape):
+    """`x` reshaped to `shape` unless it already has that many dimensions (reshapes cost
+    microseconds per call on the decode path, where these ops run twice per layer)."""
+    return x if x.ndim == len(shape) else x.reshape(shape)
 
 
 def hc_pre(x, hc_fn, hc_scale, hc_base, *, sinkhorn_iters=20, rms_eps=1e-6, hc_eps=1e-6,
@@ -36,6 +44,8 @@ def hc_pre(x, hc_fn, hc_scale, hc_base, *, sinkhorn_iters=20, rms_eps=1e-6, hc_e
                native(post), native(comb), sinkhorn_iters=int(sinkhorn_iters),
                rms_eps=float(rms_eps), hc_eps=float(hc_eps), plan=plan,
                num_threads=num_threads, kernel=kernel)
+    if len(lead) == 1:
+        return y, post, comb
     return (y.reshape((*lead, hidden)), post.reshape((*lead, hc)),
             comb.reshape((*lead, hc, hc)))
 
@@ -49,11 +59,11 @@ def hc_post(x, residual, post, comb, *, out=None, plan=None, num_threads=0, kern
     tokens = int(res.shape[0])
     if out is None:
         out = Family(residual).empty((tokens, hc, hidden), "bfloat16")
-    flat_out = out.reshape((tokens, hc, hidden))
-    _C.mhc_post(native(x.reshape((tokens, -1))), native(res), native(post.reshape((tokens, -1))),
-                native(comb.reshape((tokens, hc, -1))),
-                native(flat_out), plan=plan, num_threads=num_threads, kernel=kernel)
-    return flat_out.reshape((*lead, hc, hidden))
+    flat_out = _as(out, (tokens, hc, hidden))
+    _C.mhc_post(native(_as(x, (tokens, -1))), native(res), native(_as(post, (tokens, -1))),
+                native(_as(comb, (tokens, hc, -1))), native(flat_out), plan=plan,
+                num_threads=num_threads, kernel=kernel)
+    return flat_out if len(lead) == 1 else flat_out.reshape((*lead, hc, hidden))
 
 
 def hc_head(x, hc_fn, hc_scale, hc_base, *, rms_eps=1e-6, hc_eps=1e-6, plan=None,
@@ -67,7 +77,7 @@ def hc_head(x, hc_fn, hc_scale, hc_base, *, rms_eps=1e-6, hc_eps=1e-6, plan=None
     _C.mhc_head(native(flat), native(hc_fn), native(hc_scale), native(hc_base), native(out),
                 rms_eps=float(rms_eps), hc_eps=float(hc_eps), plan=plan,
                 num_threads=num_threads, kernel=kernel)
-    return out.reshape((*lead, hidden))
+    return out if len(lead) == 1 else out.reshape((*lead, hidden))
 
 
 def engram_hash(input_ids, multipliers, primes, pad_id, *, dtype="int64", num_threads=0):
@@ -103,9 +113,9 @@ def engram_gate(h, kv, gate_weight, eps=1e-6, clamp_value=1e-6, *, out=None, pla
     tokens = int(flat.shape[0])
     if out is None:
         out = Family(h).empty((tokens, hc, hidden), "bfloat16")
-    flat_out = out.reshape((tokens, hc, hidden))
-    _C.engram_gate(native(flat), native(kv.reshape((tokens, -1))),
+    flat_out = _as(out, (tokens, hc, hidden))
+    _C.engram_gate(native(flat), native(_as(kv, (tokens, -1))),
                    native(gate_weight), native(flat_out), eps=float(eps),
                    clamp_value=float(clamp_value), plan=plan, num_threads=num_threads,
                    kernel=kernel)
-    return flat_out.reshape((*lead, hc, hidden))
+    return flat_out if len(lead) == 1 else flat_out.reshape((*lead, hc, hidden))
