@@ -13,7 +13,8 @@
 // Work: tasks are (chunk of kMixChunk tokens, range of row groups); with enough chunks a task
 // takes all rows and then finishes its tokens (rsqrt, gates, Sinkhorn, y) while they are in cache;
 // otherwise (decode) the row groups are spread over the threads and a second pass finishes.
-// Post: out_k = post_k f + sum_j comb_jk X_j per kPostBlock columns, one task per (token, block).
+// Post: out_k = post_k f + sum_j comb_jk X_j per kPostBlock columns, one task per (token, block);
+// for hc = 4 (V4) every input vector is widened once for the 4 outputs.
 #pragma once
 
 #include <algorithm>
@@ -209,12 +210,45 @@ inline void post_block(const MhcPostParams& p, int64_t t, int64_t c0, int64_t le
   }
 }
 
+/// post_block for a compile-time stream count: each column vector of f and of the HC streams is
+/// loaded and widened once and feeds all HC outputs (the generic version reloads them per output).
+/// Same operations per output element as post_block, so both give the same bits.
+template <int HC>
+void post_block_fixed(const MhcPostParams& p, int64_t t, int64_t c0, int64_t len) {
+  const uint16_t* f = p.x + t * p.x_stride + c0;
+  const uint16_t* res = p.residual + t * p.residual_stride[0] + c0;
+  const float* comb = p.comb + t * p.comb_stride[0];
+  float post[HC], w[HC][HC];  // w[k][j] = comb[j, k]
+  for (int k = 0; k < HC; ++k) {
+    post[k] = p.post[t * p.post_stride[0] + k * p.post_stride[1]];
+    for (int j = 0; j < HC; ++j) w[k][j] = comb[j * p.comb_stride[1] + k * p.comb_stride[2]];
+  }
+  uint16_t* out[HC];
+  for (int k = 0; k < HC; ++k) out[k] = p.out + t * p.out_stride[0] + k * p.out_stride[1] + c0;
+  const int64_t vec_end = len - len % kFmaLanes;
+  for (int64_t c = 0; c < vec_end; c += kFmaLanes) {
+    const FmaVec fv = fv_load_bf16(f + c);
+    FmaVec xv[HC];
+    for (int j = 0; j < HC; ++j) xv[j] = fv_load_bf16(res + j * p.residual_stride[1] + c);
+    for (int k = 0; k < HC; ++k) {
+      FmaVec acc = fv_mul(fv_set1(post[k]), fv);
+      for (int j = 0; j < HC; ++j) acc = fv_fma(fv_set1(w[k][j]), xv[j], acc);
+      fv_store_bf16(out[k] + c, acc);
+    }
+  }
+  if (vec_end < len) post_block(p, t, c0 + vec_end, len - vec_end);
+}
+
 Status mhc_post_fma_run(const void* params, const ExecConfig& config) {
   const auto& p = *static_cast<const MhcPostParams*>(params);
   const int64_t blocks = (p.hidden + kPostBlock - 1) / kPostBlock;
   parallel_for(p.tokens * blocks, config.num_threads, [&](int64_t task, int) {
     const int64_t t = task / blocks, c0 = (task % blocks) * kPostBlock;
-    post_block(p, t, c0, std::min(kPostBlock, p.hidden - c0));
+    const int64_t len = std::min(kPostBlock, p.hidden - c0);
+    if (p.hc == 4)
+      post_block_fixed<4>(p, t, c0, len);
+    else
+      post_block(p, t, c0, len);
   });
   return Status::Ok();
 }
