@@ -2,7 +2,8 @@
 // of stream counts (1..5), hidden sizes with vector tails (1..520), token counts across the chunk
 // and thread-split paths (0..37), Sinkhorn iterations (1..20) and padded (non-contiguous) views;
 // bitwise thread invariance (1, 2, 3 threads, which also switches between the fused and the split
-// schedule); and bad arguments -> a Status naming the argument (kWrongDtype for dtypes).
+// schedule); a NaN in one stream stays in its column (the vector bf16 store keeps NaN); and bad
+// arguments -> a Status naming the argument (kWrongDtype for dtypes).
 // Kernels the host cannot run are skipped with the reason.
 #include <gtest/gtest.h>
 
@@ -201,6 +202,22 @@ TEST(MhcReference, CombIsDoublyStochasticAndGatesAreInRange) {
       EXPECT_GT(c.post[t * 4 + k], 0.0f);
       EXPECT_LT(c.post[t * 4 + k], 2.0f);
     }
+  }
+}
+
+TEST(MhcKernels, NaNInAStreamGivesNaNOnlyInItsColumn) {
+  for (const std::string& name : kernel_names(Op::kMhcPost)) {
+    if (!openmla::kernel_runnable(*find_kernel(Op::kMhcPost, name))) continue;
+    MhcCase c({2, 4, 40, 20, false}, false, 9);
+    for (float& w : c.comb) w = 0.25f;
+    c.x[1 * c.token_stride + 2 * c.stream_stride + 13] = openmla_test::kBf16NaN;
+    ASSERT_TRUE(openmla::mhc_post(c.post_args(), options_for(name, 1)).ok());
+    for (int64_t t = 0; t < 2; ++t)
+      for (int64_t k = 0; k < 4; ++k)
+        for (int64_t col = 0; col < 40; ++col)
+          EXPECT_EQ(std::isnan(openmla::bf16_to_float(c.out[(t * 4 + k) * 40 + col])),
+                    t == 1 && col == 13)
+              << name << " token " << t << " stream " << k << " column " << col;
   }
 }
 
