@@ -106,6 +106,10 @@ enum class Op : int32_t {
   kPagedMqaLogits = 4,    ///< indexer logits, paged decode
   kPagedIndexerTopk = 5,  ///< fused paged logits + top-k
   kCompressor = 6,        ///< V4 KV compressor: pool, RMSNorm, RoPE, store (openmla/compressor.h)
+  kMhcPre = 7,
+  kMhcPost = 8,
+  kMhcHead = 9,
+  kEngramGate = 10,
 };
 const char* op_name(Op op);
 

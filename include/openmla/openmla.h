@@ -5,3 +5,4 @@
 #include "openmla/core.h"
 #include "openmla/indexer.h"
 #include "openmla/kv_cache.h"
+#include "openmla/v4_blocks.h"

@@ -39,6 +39,7 @@ from .indexer import (
     indexer_write_keys,
     paged_indexer_topk,
 )
+from .v4_blocks import engram_embed, engram_gate, engram_hash, hc_head, hc_post, hc_pre
 from .quant import (
     FP8KVCacheLayout,
     abs_indices2indices_in_kvcache,
@@ -81,6 +82,9 @@ __all__ = [
     "dequantize_k_cache",
     "empty_indexer_cache",
     "empty_k_cache",
+    "engram_embed",
+    "engram_gate",
+    "engram_hash",
     "flash_mla_sparse_fwd",
     "flash_mla_with_kvcache",
     "fp8_mqa_logits",
@@ -92,6 +96,9 @@ __all__ = [
     "indexer_quantize_keys",
     "indexer_topk",
     "indexer_write_keys",
+    "hc_head",
+    "hc_post",
+    "hc_pre",
     "list_kernels",
     "paged_indexer_topk",
     "quantize_k_cache",

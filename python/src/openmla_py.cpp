@@ -328,6 +328,121 @@ NB_MODULE(_openmla, m) {
       "openmla::sparse_prefill: writes out, max_logits and lse.");
 
   m.def(
+      "mhc_pre",
+      [](nb::handle x, nb::handle hc_fn, nb::handle hc_scale, nb::handle hc_base, nb::handle y,
+         nb::handle post, nb::handle comb, int64_t sinkhorn_iters, float rms_eps, float hc_eps,
+         openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MhcPreArgs a;
+        a.x = c.input(x, "x");
+        a.hc_fn = c.input(hc_fn, "hc_fn");
+        a.hc_scale = c.input(hc_scale, "hc_scale");
+        a.hc_base = c.input(hc_base, "hc_base");
+        a.sinkhorn_iters = sinkhorn_iters;
+        a.rms_eps = rms_eps;
+        a.hc_eps = hc_eps;
+        a.y = c.output(y, "y");
+        a.post = c.output(post, "post");
+        a.comb = c.output(comb, "comb");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan, &openmla::mhc_pre,
+                                    &openmla::plan_mhc_pre, &openmla::run_mhc_pre));
+      },
+      "x"_a, "hc_fn"_a, "hc_scale"_a, "hc_base"_a, "y"_a, "post"_a, "comb"_a,
+      "sinkhorn_iters"_a = 20, "rms_eps"_a = 1e-6f, "hc_eps"_a = 1e-6f,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::mhc_pre: writes y, post and comb.");
+  m.def(
+      "mhc_post",
+      [](nb::handle x, nb::handle residual, nb::handle post, nb::handle comb, nb::handle out,
+         openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MhcPostArgs a;
+        a.x = c.input(x, "x");
+        a.residual = c.input(residual, "residual");
+        a.post = c.input(post, "post");
+        a.comb = c.input(comb, "comb");
+        a.out = c.output(out, "out");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::mhc_post, &openmla::plan_mhc_post,
+                                    &openmla::run_mhc_post));
+      },
+      "x"_a, "residual"_a, "post"_a, "comb"_a, "out"_a, "plan"_a.none() = nb::none(),
+      "num_threads"_a = 0, "kernel"_a.none() = nb::none(), "openmla::mhc_post: writes out.");
+  m.def(
+      "mhc_head",
+      [](nb::handle x, nb::handle hc_fn, nb::handle hc_scale, nb::handle hc_base, nb::handle out,
+         float rms_eps, float hc_eps, openmla::Plan* plan, int num_threads,
+         std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MhcHeadArgs a;
+        a.x = c.input(x, "x");
+        a.hc_fn = c.input(hc_fn, "hc_fn");
+        a.hc_scale = c.input(hc_scale, "hc_scale");
+        a.hc_base = c.input(hc_base, "hc_base");
+        a.rms_eps = rms_eps;
+        a.hc_eps = hc_eps;
+        a.out = c.output(out, "out");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::mhc_head, &openmla::plan_mhc_head,
+                                    &openmla::run_mhc_head));
+      },
+      "x"_a, "hc_fn"_a, "hc_scale"_a, "hc_base"_a, "out"_a, "rms_eps"_a = 1e-6f,
+      "hc_eps"_a = 1e-6f, "plan"_a.none() = nb::none(), "num_threads"_a = 0,
+      "kernel"_a.none() = nb::none(), "openmla::mhc_head: writes out.");
+  m.def(
+      "engram_gate",
+      [](nb::handle h, nb::handle kv, nb::handle gate_weight, nb::handle out, float eps,
+         float clamp_value, openmla::Plan* plan, int num_threads,
+         std::optional<std::string> kernel) {
+        Converter c;
+        openmla::EngramGateArgs a;
+        a.h = c.input(h, "h");
+        a.kv = c.input(kv, "kv");
+        a.gate_weight = c.input(gate_weight, "gate_weight");
+        a.eps = eps;
+        a.clamp_value = clamp_value;
+        a.out = c.output(out, "out");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::engram_gate, &openmla::plan_engram_gate,
+                                    &openmla::run_engram_gate));
+      },
+      "h"_a, "kv"_a, "gate_weight"_a, "out"_a, "eps"_a = 1e-6f, "clamp_value"_a = 1e-6f,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::engram_gate: writes out (which may be h).");
+  m.def(
+      "engram_hash",
+      [](nb::handle input_ids, nb::handle multipliers, nb::handle primes, int64_t pad_id,
+         nb::handle out, int num_threads) {
+        Converter c;
+        const TensorView ids = c.input(input_ids, "input_ids");
+        const TensorView m = c.input(multipliers, "multipliers");
+        const TensorView p = c.input(primes, "primes");
+        const TensorView o = c.output(out, "out");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::engram_hash(ids, m, p, pad_id, o, make_options(num_threads, {}));
+        }
+        throw_if_error(status);
+      },
+      "input_ids"_a, "multipliers"_a, "primes"_a, "pad_id"_a, "out"_a, "num_threads"_a = 0);
+  m.def(
+      "engram_embed",
+      [](nb::handle table, nb::handle hash_ids, nb::handle out, int num_threads) {
+        Converter c;
+        const TensorView t = c.input(table, "table");
+        const TensorView i = c.input(hash_ids, "hash_ids");
+        const TensorView o = c.output(out, "out");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::engram_embed(t, i, o, make_options(num_threads, {}));
+        }
+        throw_if_error(status);
+      },
+      "table"_a, "hash_ids"_a, "out"_a, "num_threads"_a = 0);
+
+  m.def(
       "kv_bytes_per_token",
       [](openmla::KvFormat format, int64_t head_dim) {
         int64_t bytes = 0;

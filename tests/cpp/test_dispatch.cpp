@@ -54,8 +54,10 @@ std::string first_kernel_up_to(Isa cap) {
 TEST(Dispatch, ReferenceIsLastAndEveryOpHasOne) {
   std::size_t total = 0;
   for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill, Op::kMqaLogits,
-                Op::kPagedMqaLogits, Op::kPagedIndexerTopk, Op::kCompressor}) {
+                Op::kPagedMqaLogits, Op::kPagedIndexerTopk, Op::kCompressor, Op::kMhcPre,
+                Op::kMhcPost, Op::kMhcHead, Op::kEngramGate}) {
     const auto& list = openmla::kernels_for(op);
+    total += list.size();
     ASSERT_FALSE(list.empty());
     total += list.size();
     EXPECT_EQ(list.back()->isa, Isa::kNone);
