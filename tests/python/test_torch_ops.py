@@ -168,7 +168,6 @@ def test_torch_path_matches_numpy_path_bitwise(make):
     args = make(torch.Generator().manual_seed(4))
     sparse = make is not dense_decode_bf16
     q, cache = args[0], args[1]
-    kwargs = {}
     if sparse:
         kwargs = dict(indices=args[2], topk_length=args[3], attn_sink=args[4],
                       extra_k_cache=args[5], extra_indices_in_kvcache=args[6],
@@ -217,6 +216,7 @@ def test_compiled_flash_mla_with_kvcache_matches_eager_bitwise():
     torch._dynamo.reset()
     q, cache, idx, lengths, sink, e_cache, e_idx, e_lengths, _, _ = sparse_decode_model1(
         torch.Generator().manual_seed(5))
+    cache = cache.view(torch.float8_e4m3fn)  # as quantize_k_cache returns it
 
     def step(q, cache, idx, sink):
         meta, _ = openmla.get_mla_metadata()
