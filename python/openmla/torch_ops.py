@@ -19,7 +19,9 @@ Adding an op (e.g. an indexer op the binding gains):
      returns them (new_empty / empty_strided only: it also runs on fake tensors);
   2. add `_Spec("NAME", "<schema of the inputs>", ("out1", ...), _call_NAME, _alloc_NAME)` to
      `_SPECS` (inputs: `Tensor x`, `Tensor? x` for optional, `float`, `int`, `bool`, `str`);
-  3. add an opcheck case to tests/python/test_torch_ops.py.
+  3. add an opcheck case to tests/python/test_torch_ops.py (FUNCTIONAL_CASES or WRITING_CASES).
+An input the op also updates in place (a cache a fused op writes) is annotated in the inputs
+text itself, with alias letters from `z` down (`Tensor(z!) kv_cache`); outputs take `a`, `b`, ...
 """
 
 import dataclasses
