@@ -13,6 +13,8 @@ strides or values, TypeError for wrong dtypes, RuntimeError for what this build 
 AssertionError for FlashMLA's interface assertions (e.g. reusing a sched_meta inconsistently).
 """
 
+import sys
+
 from . import _openmla
 from .compressor import (
     compress_norm_rope_store,
@@ -48,6 +50,15 @@ from .quant import (
     empty_k_cache,
     quantize_k_cache,
 )
+
+# The torch custom ops (torch.ops.openmla.*) are registered now when torch is already imported,
+# else on the first call given torch tensors (or by `import openmla.torch_ops`); torch itself is
+# never imported here.
+if "torch" in sys.modules:
+    try:
+        from . import torch_ops  # noqa: F401
+    except (ImportError, AttributeError):  # pragma: no cover - torch older than 2.4
+        pass
 
 Plan = _openmla.Plan
 KvFormat = _openmla.KvFormat
