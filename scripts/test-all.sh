@@ -15,7 +15,7 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DOPENMLA_BUILD_TESTS=ON
   -DOPENMLA_BUILD_TOOLS=ON
 cmake --build build -j "$jobs"
 ./build/openmla info
-for cap in none avx2 avx512; do
+for cap in none avx2 avx512 avx512bf16; do
   echo "== openmla verify with OPENMLA_MAX_ISA=$cap"
   OPENMLA_MAX_ISA=$cap ./build/openmla verify --cases 30 --seed 7
 done

@@ -1,7 +1,8 @@
 // `openmla bench`: median / min microseconds over repeated runs of one op on a generated case,
 // TFLOP/s and GB/s from FlashMLA's FLOP and byte formulas, and the machine's limits measured in
 // the same process: peak_tflops is the median of short matmul probes run between the timed calls
-// (peak_tflops_best: the best-of-N probe of `bench peak` before and after them), peak_gbps the
+// (peak_tflops_best: the best-of-N probe of `bench peak` before and after them; peak_isa: the
+// instruction the probes run, the best this host has), peak_gbps the
 // larger of the stream probes before and after the timed runs.
 // frac_of_peak is tflops / peak_tflops for sparse decode, and for the other ops the larger of
 // tflops / peak_tflops and gbps / peak_gbps (the roofline fraction; "bound" says which). Both
@@ -17,18 +18,36 @@
 #include "cli_common.h"
 #include "core/thread_pool.h"
 #include "indexer_cases.h"
-#include "cpu/peak_probe.h"
+#include "probes/peak_probe.h"
 
 namespace openmla::cli {
 namespace {
 
+using namespace probes;
+
 struct Limits {
   double tflops = 0.0, gbps = 0.0;
   double tflops_best = 0.0;  ///< best-of-N probe before / after the runs (0: not measured)
+  const char* isa = best_matmul_probe().isa;  ///< the matmul instruction of the probes
 };
 
 Limits measure_limits(int threads) {
   return {measure_matmul_peak_tflops(threads), measure_stream_bandwidth_gbps(threads)};
+}
+
+/// `bench peak --json`: the limits, the clock and the probe against its documented rate.
+void print_peak_json(const Limits& lim, int threads) {
+  const TileGemmCeiling gemm = measure_tile_gemm_ceiling(threads);
+  const double ghz = measure_clock_ghz(threads);
+  const double doc = best_matmul_probe().documented_flops_per_cycle;
+  const double doc_tflops = doc * ghz * threads * 1e-3;
+  std::printf(
+      "{\"op\": \"peak\", \"threads\": %d, \"peak_isa\": \"%s\", \"peak_tflops\": %.6g, "
+      "\"peak_gbps\": %.6g, \"clock_ghz\": %.6g, \"documented_flops_per_cycle\": %.6g, "
+      "\"peak_vs_documented\": %.6g, \"tile_gemm_tflops\": %.6g, \"tile_gemm_frac_of_peak\": "
+      "%.6g}\n",
+      threads, lim.isa, lim.tflops, lim.gbps, ghz, doc,
+      doc_tflops > 0 ? lim.tflops / doc_tflops : 0.0, gemm.tflops, gemm.frac_of_peak);
 }
 
 struct BenchLine {
@@ -51,11 +70,11 @@ void print_line(const BenchLine& l, const char* op, const Limits& lim, int threa
   if (json) {
     std::printf(
         "{\"op\": \"%s\", \"kernel\": \"%s\", %s, \"threads\": %d, \"us\": %.2f, \"us_min\": "
-        "%.2f, \"tflops\": %.6g, \"gbps\": %.6g, \"peak_tflops\": %.6g, \"peak_gbps\": %.6g, "
-        "\"bound\": \"%s\", \"frac_of_peak\": %.6g, \"frac_of_matmul_peak\": %.6g, "
-        "\"frac_of_bandwidth\": %.6g",
+        "%.2f, \"tflops\": %.6g, \"gbps\": %.6g, \"peak_isa\": \"%s\", \"peak_tflops\": %.6g, "
+        "\"peak_gbps\": %.6g, \"bound\": \"%s\", \"frac_of_peak\": %.6g, "
+        "\"frac_of_matmul_peak\": %.6g, \"frac_of_bandwidth\": %.6g",
         op, l.kernel.c_str(), l.json.str().c_str(), threads, us, l.timing.min_s * 1e6, tflops, gbps,
-        lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
+        lim.isa, lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
         frac_bandwidth);
     if (lim.tflops_best > 0) std::printf(", \"peak_tflops_best\": %.6g", lim.tflops_best);
     if (l.ref_us > 0)
@@ -371,15 +390,12 @@ int cmd_bench(const Flags& f) {
   const Limits lim = measure_limits(k.threads);
   int rc;
   if (what == "peak") {
-    const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
     if (k.json) {
-      std::printf(
-          "{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.6g, \"peak_gbps\": %.6g, "
-          "\"tile_gemm_tflops\": %.6g, \"tile_gemm_frac_of_peak\": %.6g}\n",
-          k.threads, lim.tflops, lim.gbps, gemm.tflops, gemm.frac_of_peak);
+      print_peak_json(lim, k.threads);
     } else {
-      std::printf("matmul peak %.3f TFLOP/s, stream bandwidth %.2f GB/s (%d threads)\n", lim.tflops,
-                  lim.gbps, k.threads);
+      const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
+      std::printf("matmul peak %.3f TFLOP/s (%s), stream bandwidth %.2f GB/s (%d threads)\n",
+                  lim.tflops, lim.isa, lim.gbps, k.threads);
       if (gemm.tflops > 0)
         std::printf(
             "2x2-blocked AMX tile GEMM, MLA QK^T shape, operands in L1/L2: %.3f TFLOP/s, %.0f%% "

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <vector>
 
+#include "formats/kv_format.h"
 #include "openmla/compressor.h"
 #include "openmla/indexer.h"
 #include "openmla/openmla.h"
@@ -442,6 +443,31 @@ NB_MODULE(_openmla, m) {
       },
       "table"_a, "hash_ids"_a, "out"_a, "num_threads"_a = 0);
 
+  m.def(
+      "kv_layout",
+      [] {
+        using namespace openmla::kv_layout;
+        nb::dict d;
+        d["rope_dim"] = kRopeDim;
+        d["v32_head_dim"] = kV32HeadDim;
+        d["v32_nope_dim"] = kV32NopeDim;
+        d["v32_tile"] = kV32Tile;
+        d["v32_num_tiles"] = kV32NumTiles;
+        d["v32_scales_offset"] = kV32ScalesOffset;
+        d["v32_rope_offset"] = kV32RopeOffset;
+        d["v32_record_bytes"] = kV32RecordBytes;
+        d["model1_head_dim"] = kModel1HeadDim;
+        d["model1_nope_dim"] = kModel1NopeDim;
+        d["model1_tile"] = kModel1Tile;
+        d["model1_num_tiles"] = kModel1NumTiles;
+        d["model1_rope_offset"] = kModel1RopeOffset;
+        d["model1_record_bytes"] = kModel1RecordBytes;
+        d["model1_scale_bytes"] = kModel1ScaleBytes;
+        d["model1_view_bytes"] = kModel1ViewBytes;
+        d["model1_page_align"] = kModel1PageAlign;
+        return d;
+      },
+      "The FP8 token-record layouts (src/formats/kv_format.h kv_layout) as a dict of ints.");
   m.def(
       "kv_bytes_per_token",
       [](openmla::KvFormat format, int64_t head_dim) {

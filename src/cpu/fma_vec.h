@@ -71,20 +71,21 @@ constexpr int kQkVecs = 2;
 
 inline void dequant_token_portable(KvFormat format, int64_t head_dim, const uint8_t* rec,
                                    const uint8_t* scales, uint16_t* out) {
+  using namespace kv_layout;
   if (format == KvFormat::kV32) {
-    for (int tile = 0; tile < 4; ++tile) {
-      const float scale = load_unaligned<float>(rec + 512 + 4 * tile);
-      dequant_tile_portable(rec + 128 * tile, 128, pow2_scale_add_f32(scale), scale,
-                            out + 128 * tile);
+    for (int tile = 0; tile < kV32NumTiles; ++tile) {
+      const float scale = load_unaligned<float>(rec + kV32ScalesOffset + 4 * tile);
+      dequant_tile_portable(rec + kV32Tile * tile, kV32Tile, pow2_scale_add_f32(scale), scale,
+                            out + kV32Tile * tile);
     }
-    std::memcpy(out + 512, rec + 528, 128);
+    std::memcpy(out + kV32NopeDim, rec + kV32RopeOffset, kRopeBytes);
   } else if (format == KvFormat::kModel1) {
-    for (int tile = 0; tile < 7; ++tile) {
+    for (int tile = 0; tile < kModel1NumTiles; ++tile) {
       const uint8_t code = scales[tile];
-      dequant_tile_portable(rec + 64 * tile, 64, pow2_scale_add_ue8m0(code), ue8m0_to_float(code),
-                            out + 64 * tile);
+      dequant_tile_portable(rec + kModel1Tile * tile, kModel1Tile, pow2_scale_add_ue8m0(code),
+                            ue8m0_to_float(code), out + kModel1Tile * tile);
     }
-    std::memcpy(out + 448, rec + 448, 128);
+    std::memcpy(out + kModel1NopeDim, rec + kModel1RopeOffset, kRopeBytes);
   } else {
     std::memcpy(out, rec, head_dim * 2);
   }
