@@ -1,5 +1,5 @@
 // Reductions and stores on top of the width-generic vector layer (cpu/fma_vec.h), for the
-// streaming kernels of the V4 blocks: fv_add, fv_hsum (a fixed reduction tree, so a kernel that
+// streaming kernels of the V4 blocks: fv_hsum (a fixed reduction tree, so a kernel that
 // calls it in a fixed order is deterministic) and fv_store_bf16 (round to nearest even with the
 // quiet-NaN rule of core/dtype.h float_to_bf16, bit for bit). Include only from *_avx2.cpp /
 // *_avx512.cpp kernel headers; internal linkage like fma_vec.h.
@@ -11,7 +11,6 @@ namespace openmla {
 namespace {
 
 #if defined(__AVX512F__)
-inline FmaVec fv_add(FmaVec a, FmaVec b) { return _mm512_add_ps(a, b); }
 inline float fv_hsum(FmaVec v) {
   const __m256 lo = _mm512_castps512_ps256(v);
   const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
@@ -33,7 +32,6 @@ inline void fv_store_bf16(uint16_t* p, FmaVec v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(bits));
 }
 #else
-inline FmaVec fv_add(FmaVec a, FmaVec b) { return _mm256_add_ps(a, b); }
 inline float fv_hsum(FmaVec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
