@@ -36,7 +36,7 @@ std::string range_text(int64_t min, int64_t max) {
 }  // namespace
 
 bool Args::has(const std::string& name) const {
-  command_->flag(name, Command::Kind::kSwitch);  // any kind; checks the name was declared
+  command_->flag(name, std::nullopt);  // checks that the name was declared
   return given_.count(name) > 0;
 }
 
@@ -68,7 +68,7 @@ Command::Command(std::string name, std::string summary, Command* parent)
     : name_(std::move(name)), summary_(std::move(summary)), parent_(parent) {}
 
 Command::Flag Command::make_flag(Kind kind, const std::string& help, const std::string& metavar,
-                                const std::string& default_value) {
+                                 const std::string& default_value) {
   Flag f;
   f.kind = kind;
   f.help = help;
@@ -124,11 +124,11 @@ Command& Command::set_epilog(const std::string& text) {
   return *this;
 }
 
-const Command::Flag& Command::flag(const std::string& name, Kind kind) const {
+const Command::Flag& Command::flag(const std::string& name, std::optional<Kind> kind) const {
   for (const auto& [n, f] : flags_) {
-    // A choice flag reads as a string; the switch kind stands for "any" (Args::has).
-    const bool fits = kind == Kind::kSwitch || f.kind == kind ||
-                      (kind == Kind::kString && f.kind == Kind::kChoice);
+    // A choice flag reads as a string.
+    const bool fits =
+        !kind || f.kind == *kind || (*kind == Kind::kString && f.kind == Kind::kChoice);
     if (n == name && fits) return f;
   }
   std::fprintf(stderr, "openmla: internal error: %s reads undeclared flag --%s\n", path().c_str(),
@@ -174,8 +174,7 @@ std::string Command::help() const {
   return out.str();
 }
 
-std::string Command::check(const std::string& name, const Flag& f,
-                           const std::string& value) const {
+std::string Command::check(const std::string& name, const Flag& f, const std::string& value) const {
   if (f.kind == Kind::kInt) {
     int64_t v = 0;
     if (!parse_int(value, &v) || v < f.min || v > f.max)
@@ -212,8 +211,6 @@ int Command::main(int argc, char** argv, const std::string& version) {
     if (a.rfind("-", 0) != 0 || a == "-") {
       if (cmd->commands_.empty())
         return cmd->usage_error("unexpected argument '" + a + "' (this command takes flags only)");
-      if (!args.given_.empty())
-        return cmd->usage_error("flags must follow the command; '" + a + "' came after them");
       Command* next = nullptr;
       std::vector<std::string> names;
       for (const auto& c : cmd->commands_) {

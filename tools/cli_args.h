@@ -88,7 +88,8 @@ class Command {
   static Flag make_flag(Kind kind, const std::string& help, const std::string& metavar,
                         const std::string& default_value);
   Command& add_flag(const std::string& name, Flag flag);
-  const Flag& flag(const std::string& name, Kind kind) const;
+  /// The declared flag `name` of that kind (any kind: nullopt); aborts if there is none.
+  const Flag& flag(const std::string& name, std::optional<Kind> kind) const;
   std::string path() const;
   std::string help() const;
   std::string flag_list() const;

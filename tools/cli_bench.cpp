@@ -8,13 +8,14 @@
 // fractions are always printed. Threads are pinned. Human table by default, one JSON object per
 // line with --json, rates and fractions to 6 significant digits (a fixed number of decimals
 // would leave a reference kernel's 0.0025 too coarse to check against its own ratio).
+#include "cli_bench.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <string>
 
-#include "cli_bench.h"
 #include "core/thread_pool.h"
 #include "cpu/peak_probe.h"
 
@@ -108,8 +109,8 @@ double median_of(std::vector<double> v) {
 /// Times the layers (call i on layer i mod L) with every kernel of k.impls, interleaved, and
 /// prints one line per kernel.
 template <typename Case>
-Status bench_case(const std::vector<Case>& layers, const BenchCommon& k, const std::string& ref_name,
-                  const char* op, const Limits& lim, BenchLine* line) {
+Status bench_case(const std::vector<Case>& layers, const BenchCommon& k,
+                  const std::string& ref_name, const char* op, const Limits& lim, BenchLine* line) {
   std::vector<const Case*> views;
   for (const Case& c : layers) views.push_back(&c);
   std::vector<std::string> kernels;

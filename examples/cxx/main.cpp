@@ -80,9 +80,10 @@ int main() {
   bool lse_finite = true;
   for (float v : lse) lse_finite &= std::isfinite(v);
   const bool ok = max_err == 0.0 && lse_finite;
-  std::printf("openmla %s sparse decode %s: kernel %s, %lld heads x %lld dims, max error %g, "
-              "lse[0] %.4f\n",
-              openmla::version(), ok ? "ok" : "FAILED", plan.kernel_name(),
-              static_cast<long long>(kHeads), static_cast<long long>(kDimV), max_err, lse[0]);
+  std::printf(
+      "openmla %s sparse decode %s: kernel %s, %lld heads x %lld dims, max error %g, "
+      "lse[0] %.4f\n",
+      openmla::version(), ok ? "ok" : "FAILED", plan.kernel_name(), static_cast<long long>(kHeads),
+      static_cast<long long>(kDimV), max_err, lse[0]);
   return ok ? 0 : 1;
 }
