@@ -22,7 +22,7 @@ cmake --build build -j "$jobs"
 echo "== install; examples/cxx through find_package, pkg-config and add_subdirectory"
 CMAKE_BUILD_PARALLEL_LEVEL="$jobs" bash scripts/test-install.sh build
 
-for cap in none avx2 avx512; do
+for cap in none avx2 avx512 avx512bf16; do
   echo "== openmla verify with OPENMLA_MAX_ISA=$cap"
   OPENMLA_MAX_ISA=$cap ./build/openmla verify --cases 30 --seed 7
 done

@@ -1,7 +1,8 @@
 // `openmla bench`: median / min microseconds over repeated runs of one op on a generated case,
 // TFLOP/s and GB/s from FlashMLA's FLOP and byte formulas, and the machine's limits measured in
 // the same process: peak_tflops is the median of short matmul probes run between the timed calls
-// (peak_tflops_best: the best-of-N probe of `bench peak` before and after them), peak_gbps the
+// (peak_tflops_best: the best-of-N probe of `bench peak` before and after them; peak_isa: the
+// instruction the probes run, the best this host has), peak_gbps the
 // larger of the stream probes before and after the timed runs.
 // frac_of_peak is tflops / peak_tflops for sparse decode, and for the other ops the larger of
 // tflops / peak_tflops and gbps / peak_gbps (the roofline fraction; "bound" says which). Both
@@ -17,13 +18,35 @@
 #include <string>
 
 #include "core/thread_pool.h"
-#include "cpu/peak_probe.h"
+#include "indexer_cases.h"
+#include "probes/peak_probe.h"
 
 namespace openmla::cli {
+
+using namespace probes;
 
 Limits measure_limits(int threads) {
   return {measure_matmul_peak_tflops(threads), measure_stream_bandwidth_gbps(threads)};
 }
+
+namespace {
+
+/// `bench peak --json`: the limits, the clock and the probe against its documented rate.
+void print_peak_json(const Limits& lim, int threads) {
+  const TileGemmCeiling gemm = measure_tile_gemm_ceiling(threads);
+  const double ghz = measure_clock_ghz(threads);
+  const double doc = best_matmul_probe().documented_flops_per_cycle;
+  const double doc_tflops = doc * ghz * threads * 1e-3;
+  std::printf(
+      "{\"op\": \"peak\", \"threads\": %d, \"peak_isa\": \"%s\", \"peak_tflops\": %.6g, "
+      "\"peak_gbps\": %.6g, \"clock_ghz\": %.6g, \"documented_flops_per_cycle\": %.6g, "
+      "\"peak_vs_documented\": %.6g, \"tile_gemm_tflops\": %.6g, \"tile_gemm_frac_of_peak\": "
+      "%.6g}\n",
+      threads, lim.isa, lim.tflops, lim.gbps, ghz, doc,
+      doc_tflops > 0 ? lim.tflops / doc_tflops : 0.0, gemm.tflops, gemm.frac_of_peak);
+}
+
+}  // namespace
 
 void print_line(const BenchLine& l, const char* op, const Limits& lim, int threads, bool json) {
   const double tflops = l.flops / l.timing.median_s / 1e12;
@@ -37,11 +60,11 @@ void print_line(const BenchLine& l, const char* op, const Limits& lim, int threa
   if (json) {
     std::printf(
         "{\"op\": \"%s\", \"kernel\": \"%s\", %s, \"threads\": %d, \"us\": %.2f, \"us_min\": "
-        "%.2f, \"tflops\": %.6g, \"gbps\": %.6g, \"peak_tflops\": %.6g, \"peak_gbps\": %.6g, "
-        "\"bound\": \"%s\", \"frac_of_peak\": %.6g, \"frac_of_matmul_peak\": %.6g, "
-        "\"frac_of_bandwidth\": %.6g",
+        "%.2f, \"tflops\": %.6g, \"gbps\": %.6g, \"peak_isa\": \"%s\", \"peak_tflops\": %.6g, "
+        "\"peak_gbps\": %.6g, \"bound\": \"%s\", \"frac_of_peak\": %.6g, "
+        "\"frac_of_matmul_peak\": %.6g, \"frac_of_bandwidth\": %.6g",
         op, l.kernel.c_str(), l.json.str().c_str(), threads, us, l.timing.min_s * 1e6, tflops, gbps,
-        lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
+        lim.isa, lim.tflops, lim.gbps, memory_bound ? "memory" : "compute", frac, frac_matmul,
         frac_bandwidth);
     if (lim.tflops_best > 0) std::printf(", \"peak_tflops_best\": %.6g", lim.tflops_best);
     if (l.ref_us > 0)
@@ -242,20 +265,104 @@ int bench_sparse_prefill(const Args& f, const BenchCommon& k, const Limits& lim)
 }
 
 int run_peak(const Args&, const BenchCommon& k, const Limits& lim) {
-  const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
   if (k.json) {
-    std::printf(
-        "{\"op\": \"peak\", \"threads\": %d, \"peak_tflops\": %.6g, \"peak_gbps\": %.6g, "
-        "\"tile_gemm_tflops\": %.6g, \"tile_gemm_frac_of_peak\": %.6g}\n",
-        k.threads, lim.tflops, lim.gbps, gemm.tflops, gemm.frac_of_peak);
+    print_peak_json(lim, k.threads);
   } else {
-    std::printf("matmul peak %.3f TFLOP/s, stream bandwidth %.2f GB/s (%d threads)\n", lim.tflops,
-                lim.gbps, k.threads);
+    const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
+    std::printf("matmul peak %.3f TFLOP/s (%s), stream bandwidth %.2f GB/s (%d threads)\n",
+                lim.tflops, lim.isa, lim.gbps, k.threads);
     if (gemm.tflops > 0)
       std::printf(
           "2x2-blocked AMX tile GEMM, MLA QK^T shape, operands in L1/L2: %.3f TFLOP/s, %.0f%% "
           "of the register-only rate measured alongside\n",
           gemm.tflops, 100.0 * gemm.frac_of_peak);
+  }
+  return 0;
+}
+
+/// The indexer at decode: --fused times paged_indexer_topk, else the separate pipeline
+/// (paged_mqa_logits, then indexer_topk over its logits through the block table). FLOPs: 2 *
+/// heads * 128 per scored key; bytes: the cache records read (+ the logits written, separate).
+int bench_indexer(const Args& f, const BenchCommon& k, const Limits& lim) {
+  testing::IndexerConfig c;
+  const std::string model = f.get("model");
+  c.format = model == "v4" ? IndexerKeyFormat::kFp4 : IndexerKeyFormat::kFp8;
+  c.batch = f.get_int("batch");
+  c.next_n = f.get_int("next-n");
+  c.heads = f.get_int("heads");
+  c.tokens = f.get_int("tokens");
+  c.page_size = f.get_int("page-size");
+  c.topk = f.get_int("topk", model == "v4" ? 512 : 2048);
+  const bool fused = f.has("fused");
+  const testing::IndexerCase ic = testing::make_indexer_case(c);
+  std::vector<float> logits(static_cast<size_t>(c.batch * c.next_n * ic.max_len));
+  std::vector<int32_t> indices(static_cast<size_t>(c.batch * c.next_n * c.topk)),
+      lengths(static_cast<size_t>(c.batch * c.next_n)), ends(lengths.size());
+  for (int64_t r = 0; r < c.batch * c.next_n; ++r)
+    ends[r] = static_cast<int32_t>(ic.visible(r / c.next_n, r % c.next_n));
+  auto tensor = [](void* data, DType dtype, std::initializer_list<int64_t> shape) {
+    return make_tensor(data, dtype, shape);
+  };
+  PagedIndexerTopkArgs fa;
+  fa.logits_args = ic.logits_args(nullptr);
+  fa.indices = tensor(indices.data(), DType::kI32, {c.batch, c.next_n, c.topk});
+  fa.topk_length = tensor(lengths.data(), DType::kI32, {c.batch, c.next_n});
+  const PagedMqaLogitsArgs la = ic.logits_args(logits.data());
+  IndexerTopkArgs ta;
+  ta.logits = la.logits;
+  ta.ends = tensor(ends.data(), DType::kI32, {c.batch * c.next_n});
+  ta.block_table = la.block_table;
+  ta.page_size = c.page_size;
+  ta.next_n = c.next_n;
+  ta.indices = tensor(indices.data(), DType::kI32, {c.batch * c.next_n, c.topk});
+  ta.topk_length = tensor(lengths.data(), DType::kI32, {c.batch * c.next_n});
+  BenchLine line;
+  line.flops = testing::indexer_flops(ic);
+  line.bytes = testing::indexer_bytes(ic, !fused);
+  line.json << "\"model\": \"" << model << "\", \"fused\": " << (fused ? "true" : "false")
+            << ", \"batch\": " << c.batch << ", \"next_n\": " << c.next_n
+            << ", \"heads\": " << c.heads << ", \"dim\": 128, \"tokens\": " << c.tokens
+            << ", \"topk\": " << c.topk << ", \"page_size\": " << c.page_size;
+  line.table_shape = model + (fused ? " fused" : " separate") + " b" + std::to_string(c.batch) +
+                     " n" + std::to_string(c.next_n) + " h" + std::to_string(c.heads) + " t" +
+                     std::to_string(c.tokens) + " topk" + std::to_string(c.topk);
+  std::vector<double> probe;
+  Status status;
+  for (const std::string& impl : k.impls) {
+    Options o;
+    o.num_threads = k.threads;
+    const std::string kernel_name =
+        impl.empty() || impl.find('.') != std::string::npos
+            ? impl
+            : std::string(fused ? "paged_indexer_topk." : "paged_mqa_logits.") + impl;
+    o.kernel = kernel_name.empty() ? nullptr : kernel_name.c_str();
+    Plan plan;
+    status = fused ? plan_paged_indexer_topk(fa, o, &plan) : plan_paged_mqa_logits(la, o, &plan);
+    if (!status.ok()) return finish(status);
+    Options topk_options;
+    topk_options.num_threads = k.threads;
+    const std::vector<Timing> t = time_runs_interleaved(k.warmup, k.iters, 2, [&](std::size_t i) {
+      if (i == 1) {
+        probe.push_back(run_matmul_probe_tflops(k.threads));
+        return;
+      }
+      if (fused) {
+        status = run_paged_indexer_topk(plan, fa);
+      } else {
+        status = run_paged_mqa_logits(plan, la);
+        if (status.ok()) status = indexer_topk(ta, topk_options);
+      }
+    });
+    if (!status.ok()) return finish(status);
+    probe.erase(probe.begin(), probe.begin() + std::min<std::size_t>(probe.size(), k.warmup));
+    const Limits after = measure_limits(k.threads);
+    Limits best;
+    best.tflops = median_of(probe);
+    best.tflops_best = std::max(lim.tflops, after.tflops);
+    best.gbps = std::max(lim.gbps, after.gbps);
+    line.kernel = std::string(plan.kernel_name()) + (fused ? "" : "+indexer_topk");
+    line.timing = t[0];
+    print_line(line, fused ? "indexer_fused" : "indexer", best, k.threads, k.json);
   }
   return 0;
 }
@@ -334,12 +441,28 @@ void add_bench_sparse_prefill(Command& bench) {
       .add_switch("sink", "with attention sinks");
 }
 
+void add_bench_indexer(Command& bench) {
+  add_bench_op(bench, "indexer",
+               "lightning indexer at decode: paged_mqa_logits + indexer_topk (--fused: one call)",
+               bench_indexer)
+      .add_choice("model", "v32", {"v32", "v4"}, "key format (v32: fp8, v4: fp4)")
+      .add_int("batch", 4, "requests", 1)
+      .add_int("next-n", 1, "query tokens per request", 1)
+      .add_int("heads", 64, "indexer heads", 1, 4096)
+      .add_int("dim", 128, "head dim (128 only)", 128, 128)
+      .add_int("tokens", 32768, "tokens per request", 0, kMaxShape)
+      .add_int("page-size", 64, "tokens per page", 1, kMaxShape)
+      .add_int("topk", std::nullopt, "indices per query token", 1, kMaxShape, "2048; v4: 512")
+      .add_switch("fused", "time paged_indexer_topk (else paged_mqa_logits, then indexer_topk)");
+}
+
 Command& add_bench(Command& root) {
   Command& bench = root.add_command("bench", "time one op: us, TFLOP/s, GB/s, fraction of peak");
   add_bench_peak(bench);
   add_bench_sparse_decode(bench);
   add_bench_dense_decode(bench);
   add_bench_sparse_prefill(bench);
+  add_bench_indexer(bench);
   return bench;
 }
 

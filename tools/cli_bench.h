@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli_common.h"
+#include "probes/peak_probe.h"
 
 namespace openmla::cli {
 
@@ -17,6 +18,7 @@ namespace openmla::cli {
 struct Limits {
   double tflops = 0.0, gbps = 0.0;
   double tflops_best = 0.0;  ///< best-of-N probe before / after the runs (0: not measured)
+  const char* isa = probes::best_matmul_probe().isa;  ///< the matmul instruction of the probes
 };
 Limits measure_limits(int threads);
 
@@ -48,5 +50,6 @@ void add_bench_peak(Command& bench);
 void add_bench_sparse_decode(Command& bench);
 void add_bench_dense_decode(Command& bench);
 void add_bench_sparse_prefill(Command& bench);
+void add_bench_indexer(Command& bench);
 
 }  // namespace openmla::cli

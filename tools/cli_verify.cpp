@@ -2,12 +2,15 @@
 // compared with the reference kernel at the spec §7.2 tolerances (dense decode also with fp16
 // q / cache / out, where out must also be within one fp16 step; a kernel that declines fp16 is
 // counted as skipped). The reference itself is also cross-checked: an FP8 cache must give
-// bit-identical results to its dequantised BF16 copy.
+// bit-identical results to its dequantised BF16 copy. The indexer's paged logits and fused top-k
+// run random kFp8 / kFp4 cases (testing/indexer_cases.h: NaN bytes in every unseen slot) against
+// the reference logits.
 #include <cstdio>
 #include <functional>
 #include <utility>
 
 #include "cli_common.h"
+#include "indexer_cases.h"
 #include "openmla/kv_cache.h"
 
 namespace openmla::cli {
@@ -161,6 +164,56 @@ Tally verify_op(Op op, const char* format, int cases, uint64_t seed, MakeCase&& 
   return total;
 }
 
+testing::IndexerConfig random_indexer(IndexerKeyFormat format, uint64_t seed) {
+  testing::Rng rng(seed);
+  testing::IndexerConfig c;
+  c.format = format;
+  c.batch = 1 + rng.below(3);
+  c.next_n = 1 + rng.below(2);
+  c.heads = pick<int64_t>(rng, {1, 8, 32, 64});
+  c.page_size = pick<int64_t>(rng, {1, 61, 64});
+  c.tokens = pick<int64_t>(rng, {0, 1, 100, 700, 2000});
+  c.random_lengths = rng.uniform() < 0.5;
+  c.topk = pick<int64_t>(rng, {1, 16, 64, 512});
+  c.seed = seed;
+  return c;
+}
+
+/// Every runnable kernel of the paged indexer logits and the fused top-k vs the reference logits.
+Tally verify_indexer(IndexerKeyFormat format, int cases, uint64_t seed) {
+  Tally total;
+  const char* fmt = format == IndexerKeyFormat::kFp8 ? "fp8" : "fp4";
+  for (Op op : {Op::kPagedMqaLogits, Op::kPagedIndexerTopk}) {
+    for (const std::string& kernel : runnable_kernels(op)) {
+      Tally t;
+      double max_err = 0.0;
+      std::string first_failure;
+      for (int i = 0; i < cases; ++i) {
+        const testing::IndexerCase c =
+            testing::make_indexer_case(random_indexer(format, seed * 1000003 + i));
+        const testing::IndexerRun ref = testing::run_indexer_logits(c, "paged_mqa_logits.ref", 0);
+        std::string message;
+        bool ok;
+        if (op == Op::kPagedMqaLogits) {
+          double err = 0.0;
+          ok = testing::check_indexer_logits(c, testing::run_indexer_logits(c, kernel, 0), ref,
+                                             &err, &message);
+          max_err = std::max(max_err, err);
+        } else {
+          ok = testing::check_indexer_topk(c, testing::run_indexer_topk(c, kernel, 0), ref,
+                                           &message);
+        }
+        (ok ? t.passed : t.failed)++;
+        if (!ok && first_failure.empty()) first_failure = "case " + std::to_string(i) + ": " + message;
+      }
+      report(op_name(op), fmt, kernel, t, max_err, first_failure, "");
+      total.passed += t.passed;
+      total.failed += t.failed;
+    }
+  }
+  return total;
+}
+
 int run_verify(const Args& args) {
   const uint64_t seed = static_cast<uint64_t>(args.get_int("seed"));
   const int cases = static_cast<int>(args.get_int("cases"));
@@ -210,6 +263,10 @@ int run_verify(const Args& args) {
         [&](uint64_t s) { return testing::make_sparse_prefill_case(random_sparse_prefill(s)); },
         no_extra, prefill));
   }
+  if (only.empty() || only == "indexer") {
+    for (IndexerKeyFormat format : {IndexerKeyFormat::kFp8, IndexerKeyFormat::kFp4})
+      add(verify_indexer(format, std::max(1, cases / 5), seed));
+  }
   std::printf("verify: %d passed, %d failed, %d skipped\n", total.passed, total.failed,
               total.skipped);
   return total.failed == 0 && total.passed > 0 ? 0 : 1;
@@ -221,7 +278,7 @@ void add_verify(Command& root) {
   root.add_command("verify", "every op x format x kernel against the reference")
       .add_int("cases", 50, "random cases per op x format x kernel", 1, 1000000)
       .add_int("seed", 1, "seed of the case generator", 0)
-      .add_choice("op", "all", {"all", "sparse-decode", "dense-decode", "sparse-prefill"},
+      .add_choice("op", "all", {"all", "sparse-decode", "dense-decode", "sparse-prefill", "indexer"},
                   "only this op")
       .set_run(run_verify);
 }

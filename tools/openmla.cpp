@@ -33,7 +33,7 @@ constexpr const char* kEnvironment =
     "environment:\n"
     "  OPENMLA_VERBOSE=1|2            print the chosen kernel per plan (2: every rejection)\n"
     "  OPENMLA_KERNEL=name            force a kernel (fails rather than falling back)\n"
-    "  OPENMLA_MAX_ISA=none|avx2|avx512|amx  cap the instruction set\n"
+    "  OPENMLA_MAX_ISA=none|avx2|avx512|avx512bf16|amx  cap the instruction set\n"
     "  OPENMLA_NUM_THREADS=n, OPENMLA_PIN_THREADS=1\n";
 
 }  // namespace

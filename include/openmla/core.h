@@ -98,7 +98,19 @@ struct Options {
   const char* kernel = nullptr;  ///< force a kernel by registry name; fails if it cannot run
 };
 
-enum class Op : int32_t { kSparseDecode = 0, kDenseDecode = 1, kSparsePrefill = 2 };
+enum class Op : int32_t {
+  kSparseDecode = 0,
+  kDenseDecode = 1,
+  kSparsePrefill = 2,
+  kMqaLogits = 3,         ///< indexer logits, prefill (indexer.h)
+  kPagedMqaLogits = 4,    ///< indexer logits, paged decode
+  kPagedIndexerTopk = 5,  ///< fused paged logits + top-k
+  kCompressor = 6,        ///< V4 KV compressor: pool, RMSNorm, RoPE, store (openmla/compressor.h)
+  kMhcPre = 7,
+  kMhcPost = 8,
+  kMhcHead = 9,
+  kEngramGate = 10,
+};
 const char* op_name(Op op);
 
 /// One registered implementation, as listed by `list_kernels`.

@@ -3,4 +3,6 @@
 
 #include "openmla/attention.h"
 #include "openmla/core.h"
+#include "openmla/indexer.h"
 #include "openmla/kv_cache.h"
+#include "openmla/v4_blocks.h"

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Optional, Tuple
 
 from . import _openmla as _C
-from ._arrays import Family, native, shape_of
+from ._arrays import Family, is_torch, native, shape_of
 
 _SCHED_META_HINT = (
     " The arguments are inconsistent with sched_meta: a FlashMLASchedMeta may only be reused"
@@ -72,6 +72,19 @@ def _plan_for(sched_meta, key):
         sched_meta.plan = _C.Plan()
         sched_meta.plan_key = key
     return sched_meta.plan
+
+
+def _torch_ops(*arrays):
+    """`torch.ops.openmla` when every array given is a torch tensor and this torch can register
+    the custom ops (openmla.torch_ops), else None: the call then goes to the binding directly.
+    Through the custom ops a torch.compile graph holds the call as one op."""
+    if not is_torch(arrays[0]) or not all(x is None or is_torch(x) for x in arrays):
+        return None
+    try:
+        from . import torch_ops
+    except (ImportError, AttributeError):  # pragma: no cover - torch older than 2.4
+        return None
+    return torch_ops.ops
 
 
 def _is_bf16(x):
@@ -149,30 +162,15 @@ def flash_mla_with_kvcache(
         _check_config(sched_meta.config, config)
 
     family = Family(q)
-    b, s_q, h_q = config.b, config.s_q, config.h_q
     if sparse:
         assert not causal, "causal must be False for sparse attention (indices given)"
         assert is_fp8_kvcache or _is_bf16(k_cache), (
             "is_fp8_kvcache must be True for sparse attention over an FP8 cache"
         )
-        if out is None:
-            out = family.empty((b, s_q, h_q, head_dim_v), "bfloat16")
-        if lse is None:
-            lse = family.transpose12(family.empty((b, s_q, h_q), "float32"))
         arrays = (q, k_cache, indices, topk_length, attn_sink, extra_k_cache,
                   extra_indices_in_kvcache, extra_topk_length)
-        plan = _plan_for(sched_meta, ("sparse",) + tuple(shape_of(x) for x in arrays))
-        _C.sparse_decode(
-            native(q), native(k_cache), native(indices), native(out), native(lse),
-            topk_length=native(topk_length),
-            attn_sink=native(attn_sink),
-            extra_kv_cache=native(extra_k_cache),
-            extra_indices=native(extra_indices_in_kvcache),
-            extra_topk_length=native(extra_topk_length),
-            softmax_scale=float(softmax_scale),
-            head_dim_v=int(head_dim_v),
-            plan=plan,
-        )
+        out, lse = _sparse_decode(sched_meta, family, config, arrays,
+                                  (float(softmax_scale), int(head_dim_v)), out, lse)
     else:
         assert (
             attn_sink is None
@@ -187,24 +185,70 @@ def flash_mla_with_kvcache(
         assert block_table is not None and cache_seqlens is not None, (
             "block_table and cache_seqlens are required for dense attention (no indices)"
         )
-        if out is None:
-            out = family.empty((b, s_q, h_q, head_dim_v), "float16" if _is_fp16(q) else "bfloat16")
-        if lse is None:
-            lse = family.empty((b, h_q, s_q), "float32")
         arrays = (q, k_cache, block_table, cache_seqlens)
-        key = ("dense", bool(causal), str(q.dtype)) + tuple(shape_of(x) for x in arrays)
-        plan = _plan_for(sched_meta, key)
-        _C.dense_decode(
-            native(q), native(k_cache), native(block_table), native(cache_seqlens),
-            native(out), native(lse),
-            softmax_scale=float(softmax_scale),
-            causal=bool(causal),
-            head_dim_v=int(head_dim_v),
-            plan=plan,
-        )
+        out, lse = _dense_decode(sched_meta, family, config, arrays,
+                                 (float(softmax_scale), bool(causal), int(head_dim_v)), out, lse)
     if not sched_meta.have_initialized:
         sched_meta.have_initialized = True
         sched_meta.config = config
+    return out, lse
+
+
+def _sparse_decode(sched_meta, family, config, arrays, scalars, out, lse):
+    """Sparse decode of `arrays` (q, k_cache, indices, topk_length, attn_sink, extra_k_cache,
+    extra_indices, extra_topk_length) with `scalars` (softmax_scale, head_dim_v): through the
+    torch custom ops for torch tensors, else through the binding with sched_meta's plan."""
+    b, s_q, h_q, head_dim_v = config.b, config.s_q, config.h_q, scalars[1]
+    ops = _torch_ops(*arrays, out, lse)
+    if ops is not None and out is None and lse is None:
+        return ops.sparse_decode(*arrays, *scalars)
+    if out is None:
+        out = family.empty((b, s_q, h_q, head_dim_v), "bfloat16")
+    if lse is None:
+        lse = family.transpose12(family.empty((b, s_q, h_q), "float32"))
+    if ops is not None:
+        ops.sparse_decode_out(*arrays, *scalars, out, lse)
+        return out, lse
+    q, k_cache, indices, topk_length, attn_sink, extra_k_cache, extra_indices, extra_lengths = arrays
+    plan = _plan_for(sched_meta, ("sparse",) + tuple(shape_of(x) for x in arrays))
+    _C.sparse_decode(
+        native(q), native(k_cache), native(indices), native(out), native(lse),
+        topk_length=native(topk_length),
+        attn_sink=native(attn_sink),
+        extra_kv_cache=native(extra_k_cache),
+        extra_indices=native(extra_indices),
+        extra_topk_length=native(extra_lengths),
+        softmax_scale=scalars[0],
+        head_dim_v=head_dim_v,
+        plan=plan,
+    )
+    return out, lse
+
+
+def _dense_decode(sched_meta, family, config, arrays, scalars, out, lse):
+    """Dense decode of `arrays` (q, k_cache, block_table, cache_seqlens) with `scalars`
+    (softmax_scale, causal, head_dim_v), as `_sparse_decode`."""
+    b, s_q, h_q, head_dim_v = config.b, config.s_q, config.h_q, scalars[2]
+    q = arrays[0]
+    ops = _torch_ops(*arrays, out, lse)
+    if ops is not None and out is None and lse is None:
+        return ops.dense_decode(*arrays, *scalars)
+    if out is None:
+        out = family.empty((b, s_q, h_q, head_dim_v), "float16" if _is_fp16(q) else "bfloat16")
+    if lse is None:
+        lse = family.empty((b, h_q, s_q), "float32")
+    if ops is not None:
+        ops.dense_decode_out(*arrays, *scalars, out, lse)
+        return out, lse
+    key = ("dense", scalars[1], str(q.dtype)) + tuple(shape_of(x) for x in arrays)
+    plan = _plan_for(sched_meta, key)
+    _C.dense_decode(
+        *(native(x) for x in arrays), native(out), native(lse),
+        softmax_scale=scalars[0],
+        causal=scalars[1],
+        head_dim_v=head_dim_v,
+        plan=plan,
+    )
     return out, lse
 
 
@@ -232,31 +276,51 @@ def flash_mla_sparse_fwd(
     over the first `indexer_topk` index slots only (computed by a second pass).
     """
     family = Family(q)
-    s_q, h_q = int(q.shape[0]), int(q.shape[1])
+    arrays = (q, kv, indices, topk_length, attn_sink)
+    scalars = (float(sm_scale), int(d_v))
+    ops = _torch_ops(*arrays, out, max_logits, lse)
+    if ops is not None and out is None and max_logits is None and lse is None:
+        out, max_logits, lse = ops.sparse_prefill(*arrays, *scalars)
+    else:
+        out, max_logits, lse = _sparse_prefill_into(family, ops, arrays, scalars,
+                                                    (out, max_logits, lse))
+    if not indexer_topk:
+        return out, max_logits, lse
+    return out, max_logits, lse, _indexer_lse(family, ops, q, kv, indices, sm_scale, d_v,
+                                              topk_length, int(indexer_topk))
+
+
+def _sparse_prefill_into(family, ops, arrays, scalars, outputs):
+    """Sparse prefill writing `outputs` (out, max_logits, lse; None ones are allocated here)."""
+    q, kv, indices, topk_length, attn_sink = arrays
+    s_q, h_q, d_v = int(q.shape[0]), int(q.shape[1]), scalars[1]
+    out, max_logits, lse = outputs
     if out is None:
         out = family.empty((s_q, h_q, d_v), "bfloat16")
     if max_logits is None:
         max_logits = family.empty((s_q, h_q), "float32")
     if lse is None:
         lse = family.empty((s_q, h_q), "float32")
+    if ops is not None:
+        ops.sparse_prefill_out(*arrays, *scalars, out, max_logits, lse)
+        return out, max_logits, lse
     _C.sparse_prefill(
         native(q), native(kv), native(indices), native(out), native(max_logits), native(lse),
         topk_length=native(topk_length),
         attn_sink=native(attn_sink),
-        softmax_scale=float(sm_scale),
-        head_dim_v=int(d_v),
+        softmax_scale=scalars[0],
+        head_dim_v=d_v,
     )
-    if not indexer_topk:
-        return out, max_logits, lse
-    return out, max_logits, lse, _indexer_lse(family, q, kv, indices, sm_scale, d_v, topk_length,
-                                              int(indexer_topk))
+    return out, max_logits, lse
 
 
-def _indexer_lse(family, q, kv, indices, sm_scale, d_v, topk_length, indexer_topk):
+def _indexer_lse(family, ops, q, kv, indices, sm_scale, d_v, topk_length, indexer_topk):
     """lse over indices[..., :indexer_topk] (and below topk_length): a second prefill pass."""
     s_q, h_q = int(q.shape[0]), int(q.shape[1])
     head = indices[..., :indexer_topk]
     lengths = None if topk_length is None else family.minimum(topk_length, int(head.shape[-1]))
+    if ops is not None:
+        return ops.sparse_prefill(q, kv, head, lengths, None, float(sm_scale), int(d_v))[2]
     scratch_out = family.empty((s_q, h_q, d_v), "bfloat16")
     scratch_max = family.empty((s_q, h_q), "float32")
     lse_indexer = family.empty((s_q, h_q), "float32")

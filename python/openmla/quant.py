@@ -15,6 +15,9 @@ import numpy as np
 from . import _openmla as _C
 from ._arrays import Family, _torch, native
 
+# Byte offsets and sizes of the token records: the C++ library's one table (kv_format.h).
+_L = _C.kv_layout()
+
 
 class FP8KVCacheLayout(enum.Enum):
     V32_FP8Sparse = 1
@@ -22,10 +25,9 @@ class FP8KVCacheLayout(enum.Enum):
 
     def get_meta(self):
         """(d, d_nope, d_rope, tile_size, num_tiles), as upstream."""
-        return {
-            FP8KVCacheLayout.V32_FP8Sparse: (576, 512, 64, 128, 4),
-            FP8KVCacheLayout.MODEL1_FP8Sparse: (512, 448, 64, 64, 7),
-        }[self]
+        prefix = "v32_" if self == FP8KVCacheLayout.V32_FP8Sparse else "model1_"
+        return (_L[prefix + "head_dim"], _L[prefix + "nope_dim"], _L["rope_dim"],
+                _L[prefix + "tile"], _L[prefix + "num_tiles"])
 
 
 _FORMATS = {1: _C.KvFormat.V32, 2: _C.KvFormat.MODEL1}
@@ -69,14 +71,16 @@ def empty_k_cache(num_blocks, block_size, kvcache_layout, like=None):
     layout = _layout(kvcache_layout)
     family = Family(like if like is not None else np.empty(0))
     if layout == FP8KVCacheLayout.V32_FP8Sparse:
-        buf = _byte_buffer(family, (num_blocks, block_size + 1, 656))
+        buf = _byte_buffer(family, (num_blocks, block_size + 1, _L["v32_record_bytes"]))
         view = buf[:, :block_size, :]
         return view.unsqueeze(2) if family.torch else view[:, :, None, :]
-    page_bytes = (block_size * 584 + 575) // 576 * 576
+    view_bytes = _L["model1_view_bytes"]
+    page_bytes = _C.kv_page_bytes(_C.KvFormat.MODEL1, block_size)
     buf = _byte_buffer(family, (num_blocks, page_bytes))
     if family.torch:
-        return buf[:, : block_size * 584].view(num_blocks, block_size, 1, 584)
-    return _as_strided(buf, (num_blocks, block_size, 1, 584), (page_bytes, 584, 584, 1))
+        return buf[:, : block_size * view_bytes].view(num_blocks, block_size, 1, view_bytes)
+    return _as_strided(buf, (num_blocks, block_size, 1, view_bytes),
+                       (page_bytes, view_bytes, view_bytes, 1))
 
 
 def quantize_k_cache(input_k_cache, kvcache_layout, *, out=None):

@@ -24,6 +24,9 @@
 #include <tuple>
 #include <vector>
 
+#include "formats/kv_format.h"
+#include "openmla/compressor.h"
+#include "openmla/indexer.h"
 #include "openmla/openmla.h"
 
 namespace nb = nanobind;
@@ -194,6 +197,11 @@ nb::object optional_string(const char* s) {
 
 }  // namespace
 
+/// The lightning indexer's functions (defined at the end of this file).
+static void bind_indexer(nb::module_& m);
+/// The KV compressor's functions (defined at the end of this file).
+static void bind_compressor(nb::module_& m);
+
 NB_MODULE(_openmla, m) {
   m.doc() = "Native binding of the openmla C++ library (use the `openmla` package instead).";
 
@@ -321,6 +329,146 @@ NB_MODULE(_openmla, m) {
       "openmla::sparse_prefill: writes out, max_logits and lse.");
 
   m.def(
+      "mhc_pre",
+      [](nb::handle x, nb::handle hc_fn, nb::handle hc_scale, nb::handle hc_base, nb::handle y,
+         nb::handle post, nb::handle comb, int64_t sinkhorn_iters, float rms_eps, float hc_eps,
+         openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MhcPreArgs a;
+        a.x = c.input(x, "x");
+        a.hc_fn = c.input(hc_fn, "hc_fn");
+        a.hc_scale = c.input(hc_scale, "hc_scale");
+        a.hc_base = c.input(hc_base, "hc_base");
+        a.sinkhorn_iters = sinkhorn_iters;
+        a.rms_eps = rms_eps;
+        a.hc_eps = hc_eps;
+        a.y = c.output(y, "y");
+        a.post = c.output(post, "post");
+        a.comb = c.output(comb, "comb");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan, &openmla::mhc_pre,
+                                    &openmla::plan_mhc_pre, &openmla::run_mhc_pre));
+      },
+      "x"_a, "hc_fn"_a, "hc_scale"_a, "hc_base"_a, "y"_a, "post"_a, "comb"_a,
+      "sinkhorn_iters"_a = 20, "rms_eps"_a = 1e-6f, "hc_eps"_a = 1e-6f,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::mhc_pre: writes y, post and comb.");
+  m.def(
+      "mhc_post",
+      [](nb::handle x, nb::handle residual, nb::handle post, nb::handle comb, nb::handle out,
+         openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MhcPostArgs a;
+        a.x = c.input(x, "x");
+        a.residual = c.input(residual, "residual");
+        a.post = c.input(post, "post");
+        a.comb = c.input(comb, "comb");
+        a.out = c.output(out, "out");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::mhc_post, &openmla::plan_mhc_post,
+                                    &openmla::run_mhc_post));
+      },
+      "x"_a, "residual"_a, "post"_a, "comb"_a, "out"_a, "plan"_a.none() = nb::none(),
+      "num_threads"_a = 0, "kernel"_a.none() = nb::none(), "openmla::mhc_post: writes out.");
+  m.def(
+      "mhc_head",
+      [](nb::handle x, nb::handle hc_fn, nb::handle hc_scale, nb::handle hc_base, nb::handle out,
+         float rms_eps, float hc_eps, openmla::Plan* plan, int num_threads,
+         std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MhcHeadArgs a;
+        a.x = c.input(x, "x");
+        a.hc_fn = c.input(hc_fn, "hc_fn");
+        a.hc_scale = c.input(hc_scale, "hc_scale");
+        a.hc_base = c.input(hc_base, "hc_base");
+        a.rms_eps = rms_eps;
+        a.hc_eps = hc_eps;
+        a.out = c.output(out, "out");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::mhc_head, &openmla::plan_mhc_head,
+                                    &openmla::run_mhc_head));
+      },
+      "x"_a, "hc_fn"_a, "hc_scale"_a, "hc_base"_a, "out"_a, "rms_eps"_a = 1e-6f,
+      "hc_eps"_a = 1e-6f, "plan"_a.none() = nb::none(), "num_threads"_a = 0,
+      "kernel"_a.none() = nb::none(), "openmla::mhc_head: writes out.");
+  m.def(
+      "engram_gate",
+      [](nb::handle h, nb::handle kv, nb::handle gate_weight, nb::handle out, float eps,
+         float clamp_value, openmla::Plan* plan, int num_threads,
+         std::optional<std::string> kernel) {
+        Converter c;
+        openmla::EngramGateArgs a;
+        a.h = c.input(h, "h");
+        a.kv = c.input(kv, "kv");
+        a.gate_weight = c.input(gate_weight, "gate_weight");
+        a.eps = eps;
+        a.clamp_value = clamp_value;
+        a.out = c.output(out, "out");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::engram_gate, &openmla::plan_engram_gate,
+                                    &openmla::run_engram_gate));
+      },
+      "h"_a, "kv"_a, "gate_weight"_a, "out"_a, "eps"_a = 1e-6f, "clamp_value"_a = 1e-6f,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::engram_gate: writes out (which may be h).");
+  m.def(
+      "engram_hash",
+      [](nb::handle input_ids, nb::handle multipliers, nb::handle primes, int64_t pad_id,
+         nb::handle out, int num_threads) {
+        Converter c;
+        const TensorView ids = c.input(input_ids, "input_ids");
+        const TensorView m = c.input(multipliers, "multipliers");
+        const TensorView p = c.input(primes, "primes");
+        const TensorView o = c.output(out, "out");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::engram_hash(ids, m, p, pad_id, o, make_options(num_threads, {}));
+        }
+        throw_if_error(status);
+      },
+      "input_ids"_a, "multipliers"_a, "primes"_a, "pad_id"_a, "out"_a, "num_threads"_a = 0);
+  m.def(
+      "engram_embed",
+      [](nb::handle table, nb::handle hash_ids, nb::handle out, int num_threads) {
+        Converter c;
+        const TensorView t = c.input(table, "table");
+        const TensorView i = c.input(hash_ids, "hash_ids");
+        const TensorView o = c.output(out, "out");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::engram_embed(t, i, o, make_options(num_threads, {}));
+        }
+        throw_if_error(status);
+      },
+      "table"_a, "hash_ids"_a, "out"_a, "num_threads"_a = 0);
+
+  m.def(
+      "kv_layout",
+      [] {
+        using namespace openmla::kv_layout;
+        nb::dict d;
+        d["rope_dim"] = kRopeDim;
+        d["v32_head_dim"] = kV32HeadDim;
+        d["v32_nope_dim"] = kV32NopeDim;
+        d["v32_tile"] = kV32Tile;
+        d["v32_num_tiles"] = kV32NumTiles;
+        d["v32_scales_offset"] = kV32ScalesOffset;
+        d["v32_rope_offset"] = kV32RopeOffset;
+        d["v32_record_bytes"] = kV32RecordBytes;
+        d["model1_head_dim"] = kModel1HeadDim;
+        d["model1_nope_dim"] = kModel1NopeDim;
+        d["model1_tile"] = kModel1Tile;
+        d["model1_num_tiles"] = kModel1NumTiles;
+        d["model1_rope_offset"] = kModel1RopeOffset;
+        d["model1_record_bytes"] = kModel1RecordBytes;
+        d["model1_scale_bytes"] = kModel1ScaleBytes;
+        d["model1_view_bytes"] = kModel1ViewBytes;
+        d["model1_page_align"] = kModel1PageAlign;
+        return d;
+      },
+      "The FP8 token-record layouts (src/formats/kv_format.h kv_layout) as a dict of ints.");
+  m.def(
       "kv_bytes_per_token",
       [](openmla::KvFormat format, int64_t head_dim) {
         int64_t bytes = 0;
@@ -403,4 +551,223 @@ NB_MODULE(_openmla, m) {
         throw_if_error(status);
       },
       "abs_indices"_a, "block_table"_a, "page_size"_a, "out"_a);
+
+  bind_indexer(m);
+  bind_compressor(m);
+}
+
+// ---- lightning indexer (indexer_cache.h, indexer.h)
+
+namespace {
+
+/// Runs a Status-returning library call with the GIL released.
+template <typename Call>
+void call_released(Call&& call) {
+  Status status;
+  {
+    nb::gil_scoped_release release;
+    status = call();
+  }
+  throw_if_error(status);
+}
+
+openmla::PagedMqaLogitsArgs paged_logits_args(Converter& c, nb::handle q, nb::handle kv_cache,
+                                              openmla::IndexerKeyFormat format, nb::handle weights,
+                                              nb::handle context_lens, nb::handle block_table) {
+  openmla::PagedMqaLogitsArgs a;
+  a.q = c.input(q, "q");
+  a.kv_cache = c.input(kv_cache, "kv_cache");
+  a.format = format;
+  a.weights = c.input(weights, "weights");
+  a.context_lens = c.input(context_lens, "context_lens");
+  a.block_table = c.input(block_table, "block_table");
+  return a;
+}
+
+}  // namespace
+
+static void bind_indexer(nb::module_& m) {
+  nb::enum_<openmla::IndexerKeyFormat>(m, "IndexerKeyFormat")
+      .value("FP8", openmla::IndexerKeyFormat::kFp8)
+      .value("FP4", openmla::IndexerKeyFormat::kFp4);
+  m.def("indexer_key_bytes_per_token", &openmla::indexer_key_bytes_per_token, "format"_a);
+  m.def(
+      "indexer_write_keys",
+      [](nb::handle keys, nb::handle slot_mapping, openmla::IndexerKeyFormat format,
+         nb::handle cache) {
+        Converter c;
+        const TensorView k = c.input(keys, "keys");
+        const TensorView s = c.input(slot_mapping, "slot_mapping");
+        const TensorView out = c.output(cache, "cache");
+        call_released([&] { return openmla::indexer_write_keys(k, s, format, out); });
+      },
+      "keys"_a, "slot_mapping"_a, "format"_a, "cache"_a);
+  m.def(
+      "indexer_quantize_keys",
+      [](nb::handle keys, openmla::IndexerKeyFormat format, nb::handle codes, nb::handle scales) {
+        Converter c;
+        const TensorView k = c.input(keys, "keys");
+        const TensorView out_codes = c.output(codes, "codes");
+        const TensorView out_scales = c.output(scales, "scales");
+        call_released(
+            [&] { return openmla::indexer_quantize_keys(k, format, out_codes, out_scales); });
+      },
+      "keys"_a, "format"_a, "codes"_a, "scales"_a);
+  m.def(
+      "indexer_dequantize_cache",
+      [](nb::handle cache, openmla::IndexerKeyFormat format, nb::handle keys) {
+        Converter c;
+        const TensorView in = c.input(cache, "cache");
+        const TensorView out = c.output(keys, "keys");
+        call_released([&] { return openmla::indexer_dequantize_cache(in, format, out); });
+      },
+      "cache"_a, "format"_a, "keys"_a);
+
+  m.def(
+      "mqa_logits",
+      [](nb::handle q, nb::handle k, nb::handle k_scale, nb::handle weights, nb::handle ks,
+         nb::handle ke, nb::handle logits, openmla::Plan* plan, int num_threads,
+         std::optional<std::string> kernel) {
+        Converter c;
+        openmla::MqaLogitsArgs a;
+        a.q = c.input(q, "q");
+        a.k = c.input(k, "k");
+        a.k_scale = c.input(k_scale, "k_scale");
+        a.weights = c.input(weights, "weights");
+        a.ks = c.input(ks, "ks");
+        a.ke = c.input(ke, "ke");
+        a.logits = c.output(logits, "logits");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::mqa_logits, &openmla::plan_mqa_logits,
+                                    &openmla::run_mqa_logits));
+      },
+      "q"_a, "k"_a, "k_scale"_a, "weights"_a, "ks"_a, "ke"_a, "logits"_a,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::mqa_logits: writes logits.");
+  m.def(
+      "paged_mqa_logits",
+      [](nb::handle q, nb::handle kv_cache, openmla::IndexerKeyFormat format, nb::handle weights,
+         nb::handle context_lens, nb::handle block_table, nb::handle logits, openmla::Plan* plan,
+         int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::PagedMqaLogitsArgs a =
+            paged_logits_args(c, q, kv_cache, format, weights, context_lens, block_table);
+        a.logits = c.output(logits, "logits");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::paged_mqa_logits, &openmla::plan_paged_mqa_logits,
+                                    &openmla::run_paged_mqa_logits));
+      },
+      "q"_a, "kv_cache"_a, "format"_a, "weights"_a, "context_lens"_a, "block_table"_a, "logits"_a,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::paged_mqa_logits: writes logits.");
+  m.def(
+      "indexer_topk",
+      [](nb::handle logits, nb::handle starts, nb::handle ends, nb::handle block_table,
+         int64_t page_size, int64_t next_n, nb::handle indices, nb::handle topk_length,
+         int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::IndexerTopkArgs a;
+        a.logits = c.input(logits, "logits");
+        a.starts = c.input(starts, "starts");
+        a.ends = c.input(ends, "ends");
+        a.block_table = c.input(block_table, "block_table");
+        a.page_size = page_size;
+        a.next_n = next_n;
+        a.indices = c.output(indices, "indices");
+        a.topk_length = c.output(topk_length, "topk_length");
+        const openmla::Options options = make_options(num_threads, kernel);
+        call_released([&] { return openmla::indexer_topk(a, options); });
+      },
+      "logits"_a, "starts"_a.none(), "ends"_a, "block_table"_a.none(), "page_size"_a, "next_n"_a,
+      "indices"_a, "topk_length"_a.none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::indexer_topk: writes indices (and topk_length).");
+  m.def(
+      "paged_indexer_topk",
+      [](nb::handle q, nb::handle kv_cache, openmla::IndexerKeyFormat format, nb::handle weights,
+         nb::handle context_lens, nb::handle block_table, nb::handle out_block_table,
+         int64_t out_page_size, nb::handle indices, nb::handle topk_length, openmla::Plan* plan,
+         int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::PagedIndexerTopkArgs a;
+        a.logits_args =
+            paged_logits_args(c, q, kv_cache, format, weights, context_lens, block_table);
+        a.out_block_table = c.input(out_block_table, "out_block_table");
+        a.out_page_size = out_page_size;
+        a.indices = c.output(indices, "indices");
+        a.topk_length = c.output(topk_length, "topk_length");
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::paged_indexer_topk, &openmla::plan_paged_indexer_topk,
+                                    &openmla::run_paged_indexer_topk));
+      },
+      "q"_a, "kv_cache"_a, "format"_a, "weights"_a, "context_lens"_a, "block_table"_a,
+      "out_block_table"_a.none(), "out_page_size"_a, "indices"_a, "topk_length"_a.none(),
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::paged_indexer_topk: writes indices (and topk_length).");
+}
+
+// ---- KV compressor (compressor.h)
+
+static void bind_compressor(nb::module_& m) {
+  m.def(
+      "compressor_save_states",
+      [](nb::handle kv, nb::handle score, nb::handle ape, nb::handle positions,
+         nb::handle state_cache, nb::handle slot_mapping, int num_threads) {
+        Converter c;
+        openmla::CompressorSaveStatesArgs a;
+        a.kv = c.input(kv, "kv");
+        a.score = c.input(score, "score");
+        a.ape = c.input(ape, "ape");
+        a.positions = c.input(positions, "positions");
+        a.state_cache = c.output(state_cache, "state_cache");
+        a.slot_mapping = c.input(slot_mapping, "slot_mapping");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::compressor_save_states(a, make_options(num_threads, std::nullopt));
+        }
+        throw_if_error(status);
+      },
+      "kv"_a, "score"_a, "ape"_a, "positions"_a, "state_cache"_a, "slot_mapping"_a,
+      "num_threads"_a = 0, "openmla::compressor_save_states: writes state_cache.");
+  m.def(
+      "compressor_store",
+      [](nb::handle state_cache, nb::handle gather_slots, nb::handle positions,
+         nb::handle kv_slot_mapping, nb::handle rms_norm_weight, float rms_norm_eps,
+         nb::handle cos_sin_cache, nb::handle kv_cache, int64_t compress_ratio, bool hadamard,
+         openmla::Plan* plan, int num_threads, std::optional<std::string> kernel) {
+        Converter c;
+        openmla::CompressorStoreArgs a;
+        a.state_cache = c.input(state_cache, "state_cache");
+        a.gather_slots = c.input(gather_slots, "gather_slots");
+        a.positions = c.input(positions, "positions");
+        a.kv_slot_mapping = c.input(kv_slot_mapping, "kv_slot_mapping");
+        a.rms_norm_weight = c.input(rms_norm_weight, "rms_norm_weight");
+        a.rms_norm_eps = rms_norm_eps;
+        a.cos_sin_cache = c.input(cos_sin_cache, "cos_sin_cache");
+        a.kv_cache = c.output(kv_cache, "kv_cache");
+        a.compress_ratio = compress_ratio;
+        a.hadamard = hadamard;
+        throw_if_error(plan_and_run(a, make_options(num_threads, kernel), plan,
+                                    &openmla::compressor_store, &openmla::plan_compressor_store,
+                                    &openmla::run_compressor_store));
+      },
+      "state_cache"_a, "gather_slots"_a, "positions"_a, "kv_slot_mapping"_a, "rms_norm_weight"_a,
+      "rms_norm_eps"_a, "cos_sin_cache"_a, "kv_cache"_a, "compress_ratio"_a, "hadamard"_a = true,
+      "plan"_a.none() = nb::none(), "num_threads"_a = 0, "kernel"_a.none() = nb::none(),
+      "openmla::compressor_store: writes the emitted entries into kv_cache.");
+  m.def(
+      "compressor_rope_table",
+      [](double theta, double factor, int64_t original_seq_len, double beta_fast,
+         double beta_slow, nb::handle cos_sin) {
+        Converter c;
+        const TensorView t = c.output(cos_sin, "cos_sin");
+        Status status;
+        {
+          nb::gil_scoped_release release;
+          status = openmla::compressor_rope_table(theta, factor, original_seq_len, beta_fast,
+                                                  beta_slow, t);
+        }
+        throw_if_error(status);
+      },
+      "theta"_a, "factor"_a, "original_seq_len"_a, "beta_fast"_a, "beta_slow"_a, "cos_sin"_a);
 }

@@ -72,6 +72,14 @@ const char* op_name(Op op) {
     case Op::kSparseDecode: return "sparse_decode";
     case Op::kDenseDecode: return "dense_decode";
     case Op::kSparsePrefill: return "sparse_prefill";
+    case Op::kMqaLogits: return "mqa_logits";
+    case Op::kPagedMqaLogits: return "paged_mqa_logits";
+    case Op::kPagedIndexerTopk: return "paged_indexer_topk";
+    case Op::kCompressor: return "compressor";
+    case Op::kMhcPre: return "mhc_pre";
+    case Op::kMhcPost: return "mhc_post";
+    case Op::kMhcHead: return "mhc_head";
+    case Op::kEngramGate: return "engram_gate";
   }
   return "unknown";
 }

@@ -4,20 +4,21 @@
 namespace openmla {
 
 uint8_t float_to_e4m3(float f) {
-  const uint8_t sign = std::signbit(f) ? 0x80 : 0x00;
-  if (std::isnan(f) || std::isinf(f)) return sign | 0x7F;
-  const float a = std::fabs(f);
-  if (a < 0.015625f) {  // below 2^-6: subnormal grid of step 2^-9; 8 steps is the smallest normal
-    return sign | static_cast<uint8_t>(std::nearbyint(a * 512.0f));
+  // Integer arithmetic on the fp32 bits (no libm call: this is the per-element step of every
+  // cache quantiser). Normal range: round the 23-bit mantissa to 3 bits, ties to even, a carry
+  // moves into the exponent. Below 2^-6: the subnormal grid of step 2^-9 (8 steps is the smallest
+  // normal), rounded to nearest even by the 2^23 magic-number add.
+  const uint32_t bits = float_bits(f);
+  const uint8_t sign = (bits >> 31) ? 0x80 : 0x00;
+  const uint32_t a = bits & 0x7FFFFFFFu;
+  if (a >= 0x7F800000u) return sign | 0x7F;  // inf, NaN
+  if (a < 0x3C800000u) {                      // below 2^-6
+    const float t = bits_float(a) * 512.0f + 8388608.0f;
+    return sign | static_cast<uint8_t>(static_cast<int>(t - 8388608.0f));
   }
-  int e;
-  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
-  int exponent = e - 1 + 7;
-  int mantissa = static_cast<int>(std::nearbyint((m * 2.0f - 1.0f) * 8.0f));
-  if (mantissa == 8) {
-    mantissa = 0;
-    ++exponent;
-  }
+  const uint32_t r = a + 0x7FFFFu + ((a >> 20) & 1u);
+  const int exponent = static_cast<int>(r >> 23) - 127 + 7;
+  const int mantissa = static_cast<int>((r >> 20) & 7u);
   if (exponent > 15 || (exponent == 15 && mantissa == 7)) return sign | 0x7F;
   return sign | static_cast<uint8_t>((exponent << 3) | mantissa);
 }

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "cpu/fp8_convert.h"
+#include "formats/kv_format.h"
 #include "openmla/core.h"
 
 namespace openmla {
@@ -87,24 +88,25 @@ inline void dequant_tile_avx512(const E4M3Lut& t, const uint8_t* codes, int64_t 
 /// dequantize_token. `rec` is the token record, `scales` the MODEL1 scale record (V32: unused).
 inline void dequant_token_avx512(const E4M3Lut& t, KvFormat format, int64_t head_dim,
                                  const uint8_t* rec, const uint8_t* scales, uint16_t* out) {
+  using namespace kv_layout;
   if (format == KvFormat::kV32) {
-    for (int tile = 0; tile < 4; ++tile) {
-      const float scale = load_unaligned<float>(rec + 512 + 4 * tile);
-      dequant_tile_avx512(t, rec + 128 * tile, 128, pow2_scale_add_f32(scale), scale,
-                          out + 128 * tile);
+    for (int tile = 0; tile < kV32NumTiles; ++tile) {
+      const float scale = load_unaligned<float>(rec + kV32ScalesOffset + 4 * tile);
+      dequant_tile_avx512(t, rec + kV32Tile * tile, kV32Tile, pow2_scale_add_f32(scale), scale,
+                          out + kV32Tile * tile);
     }
-    const uint8_t* rope = rec + 528;
-    for (int i = 0; i < 128; i += 64)
-      _mm512_storeu_si512(out + 512 + i / 2, _mm512_loadu_si512(rope + i));
+    const uint8_t* rope = rec + kV32RopeOffset;
+    for (int i = 0; i < kRopeBytes; i += 64)
+      _mm512_storeu_si512(out + kV32NopeDim + i / 2, _mm512_loadu_si512(rope + i));
   } else if (format == KvFormat::kModel1) {
-    for (int tile = 0; tile < 7; ++tile) {
+    for (int tile = 0; tile < kModel1NumTiles; ++tile) {
       const uint8_t code = scales[tile];
-      dequant_tile_avx512(t, rec + 64 * tile, 64, pow2_scale_add_ue8m0(code),
-                          ue8m0_to_float(code), out + 64 * tile);
+      dequant_tile_avx512(t, rec + kModel1Tile * tile, kModel1Tile, pow2_scale_add_ue8m0(code),
+                          ue8m0_to_float(code), out + kModel1Tile * tile);
     }
-    const uint8_t* rope = rec + 448;
-    for (int i = 0; i < 128; i += 64)
-      _mm512_storeu_si512(out + 448 + i / 2, _mm512_loadu_si512(rope + i));
+    const uint8_t* rope = rec + kModel1RopeOffset;
+    for (int i = 0; i < kRopeBytes; i += 64)
+      _mm512_storeu_si512(out + kModel1NopeDim + i / 2, _mm512_loadu_si512(rope + i));
   } else {
     for (int64_t i = 0; i < head_dim; i += 32)
       _mm512_storeu_si512(out + i, _mm512_loadu_si512(rec + 2 * i));

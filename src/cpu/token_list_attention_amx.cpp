@@ -30,6 +30,7 @@
 #include "cpu/softmax_avx512.h"
 #include "cpu/token_list_attention.h"
 #include "cpu/transpose_avx512.h"
+#include "formats/kv_format.h"
 
 #ifdef OPENMLA_SD_PROFILE  // development-only per-phase cycle counters (never in normal builds)
 #include <x86intrin.h>
@@ -68,7 +69,7 @@ namespace openmla {
 namespace {
 
 constexpr int64_t kBlockRows = 256;  // multiple of 32
-constexpr int64_t kDimV = 512;
+constexpr int64_t kDimV = kv_layout::kHeadDimV;
 // Row strides of the V VNNI buffer (words) and of the O accumulator (floats), padded by one cache
 // line so the 16 rows of a tile do not alias onto the same L1 sets (2 KiB strides do).
 constexpr int64_t kLdV = 2 * kDimV + 32;
@@ -254,7 +255,9 @@ inline void prefetch_token(const TokenRef& t, int64_t span) {
 
 // Bytes of one token record.
 inline int64_t record_span(KvFormat format, int64_t d_qk) {
-  return format == KvFormat::kV32 ? 656 : format == KvFormat::kModel1 ? 576 : 2 * d_qk;
+  return format == KvFormat::kV32      ? kv_layout::kV32RecordBytes
+         : format == KvFormat::kModel1 ? kv_layout::kModel1RecordBytes
+                                       : 2 * d_qk;
 }
 
 inline void prefetch_head(const TokenRef* refs, int64_t n, int64_t span) {

@@ -21,8 +21,20 @@ uint64_t read_xcr0() {
   return (static_cast<uint64_t>(edx) << 32) | eax;
 }
 
+/// Vendor, display family and model (Intel SDM vol. 2A, CPUID leaf 0 and leaf 1 EAX).
+void detect_vendor(CpuFeatures* f) {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(0, &eax, &ebx, &ecx, &edx)) return;
+  f->amd = ebx == 0x68747541 && edx == 0x69746e65 && ecx == 0x444d4163;  // "AuthenticAMD"
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return;
+  const int base_family = (eax >> 8) & 0xF, base_model = (eax >> 4) & 0xF;
+  f->family = base_family == 0xF ? base_family + ((eax >> 20) & 0xFF) : base_family;
+  f->model = base_family >= 0x6 ? base_model | (((eax >> 16) & 0xF) << 4) : base_model;
+}
+
 CpuFeatures detect() {
   CpuFeatures f;
+  detect_vendor(&f);
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx)) return f;
   const bool osxsave = ecx & (1u << 27);
@@ -41,12 +53,16 @@ CpuFeatures detect() {
     f.avx512bw = ebx & (1u << 30);
     f.avx512vl = ebx & (1u << 31);
     f.avx512vbmi = ecx & (1u << 1);
+    f.avx512_vnni = ecx & (1u << 11);
     f.avx512_fp16 = edx & (1u << 23);
     f.amx_bf16 = edx & (1u << 22);
     f.amx_tile = edx & (1u << 24);
     f.amx_int8 = edx & (1u << 25);
   }
-  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx512_bf16 = eax & (1u << 5);
+  // Leaf 7 subleaf 1 exists only where leaf 7 subleaf 0 reports it (EAX = max subleaf).
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && eax >= 1 &&
+      __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx))
+    f.avx512_bf16 = eax & (1u << 5);
   if (f.amx_tile && f.os_amx) {
     f.amx_permitted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
   }
@@ -63,10 +79,13 @@ const CpuFeatures& cpu_features() {
 Isa host_isa() {
   const CpuFeatures& f = cpu_features();
   const bool avx2 = f.os_avx && f.avx2 && f.fma && f.f16c;
-  const bool avx512 = avx2 && f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl &&
-                      f.avx512dq && f.avx512_bf16 && f.avx512vbmi;
-  const bool amx = avx512 && f.amx_tile && f.amx_bf16 && f.amx_permitted;
-  return amx ? Isa::kAmx : avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kNone;
+  const bool avx512 =
+      avx2 && f.os_avx512 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vbmi;
+  const bool avx512bf16 = avx512 && f.avx512_bf16;
+  const bool amx = avx512bf16 && f.amx_tile && f.amx_bf16 && f.amx_permitted;
+  if (amx) return Isa::kAmx;
+  if (avx512bf16) return Isa::kAvx512Bf16;
+  return avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kNone;
 }
 
 Isa effective_isa() {
@@ -77,23 +96,32 @@ Isa effective_isa() {
   return isa;
 }
 
+namespace {
+struct IsaName {
+  Isa isa;
+  const char* name;
+};
+constexpr IsaName kIsaNames[] = {{Isa::kNone, "none"},
+                                 {Isa::kAvx2, "avx2"},
+                                 {Isa::kAvx512, "avx512"},
+                                 {Isa::kAvx512Bf16, "avx512bf16"},
+                                 {Isa::kAmx, "amx"}};
+}  // namespace
+
 const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::kNone: return "none";
-    case Isa::kAvx2: return "avx2";
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAmx: return "amx";
-  }
+  for (const IsaName& n : kIsaNames)
+    if (n.isa == isa) return n.name;
   return "unknown";
 }
 
 bool parse_isa(const std::string& text, Isa* isa) {
-  if (text == "none" || text == "ref") *isa = Isa::kNone;
-  else if (text == "avx2") *isa = Isa::kAvx2;
-  else if (text == "avx512") *isa = Isa::kAvx512;
-  else if (text == "amx") *isa = Isa::kAmx;
-  else return false;
-  return true;
+  const std::string name = text == "ref" ? "none" : text;
+  for (const IsaName& n : kIsaNames) {
+    if (name != n.name) continue;
+    *isa = n.isa;
+    return true;
+  }
+  return false;
 }
 
 std::string describe_cpu_features() {
@@ -110,6 +138,7 @@ std::string describe_cpu_features() {
   add(f.avx512vl, "avx512vl");
   add(f.avx512dq, "avx512dq");
   add(f.avx512vbmi, "avx512vbmi");
+  add(f.avx512_vnni, "avx512_vnni");
   add(f.avx512_bf16, "avx512_bf16");
   add(f.avx512_fp16, "avx512_fp16");
   add(f.amx_tile, "amx_tile");

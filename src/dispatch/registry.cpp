@@ -137,7 +137,9 @@ int Plan::num_splits() const { return state_ ? state_->config.num_splits : 0; }
 
 std::size_t list_kernels(KernelInfo* out, std::size_t capacity) {
   std::size_t n = 0;
-  for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill}) {
+  for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill, Op::kMqaLogits,
+                Op::kPagedMqaLogits, Op::kPagedIndexerTopk, Op::kCompressor, Op::kMhcPre,
+                Op::kMhcPost, Op::kMhcHead, Op::kEngramGate}) {
     for (const KernelEntry* k : kernels_for(op)) {
       if (out && n < capacity) out[n] = {k->name, k->op, isa_name(k->isa), kernel_runnable(*k)};
       ++n;

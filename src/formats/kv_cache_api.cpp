@@ -11,8 +11,8 @@
 namespace openmla {
 
 Status fp8_format_for_head_dim(int64_t head_dim, KvFormat* format) {
-  if (head_dim == 576) *format = KvFormat::kV32;
-  else if (head_dim == 512) *format = KvFormat::kModel1;
+  if (head_dim == kv_layout::kV32HeadDim) *format = KvFormat::kV32;
+  else if (head_dim == kv_layout::kModel1HeadDim) *format = KvFormat::kModel1;
   else return unsupported("head_dim " + std::to_string(head_dim) + " has no FP8 format (576 or 512)");
   return Status::Ok();
 }
@@ -36,11 +36,12 @@ Status kv_page_bytes(KvFormat format, int64_t page_size, int64_t head_dim, int64
     return invalid_argument("FP8 caches hold one kv head, got heads_kv " + std::to_string(heads_kv));
   int64_t per_token = 0;
   OPENMLA_RETURN_IF_ERROR(kv_bytes_per_token(format, head_dim, &per_token));
+  constexpr int64_t kAlign = kv_layout::kModel1PageAlign;
   int64_t raw = 0;
   if (__builtin_mul_overflow(per_token, page_size, &raw) ||
-      __builtin_mul_overflow(raw, heads_kv, &raw) || raw > INT64_MAX - 575)
+      __builtin_mul_overflow(raw, heads_kv, &raw) || raw > INT64_MAX - (kAlign - 1))
     return invalid_argument("page_size * heads_kv * bytes per token overflows int64");
-  *bytes = format == KvFormat::kModel1 ? (raw + 575) / 576 * 576 : raw;
+  *bytes = format == KvFormat::kModel1 ? (raw + kAlign - 1) / kAlign * kAlign : raw;
   return Status::Ok();
 }
 

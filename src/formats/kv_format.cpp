@@ -9,11 +9,14 @@
 namespace openmla {
 
 FormatGeometry format_geometry(KvFormat format, int64_t head_dim) {
+  using namespace kv_layout;
   switch (format) {
     case KvFormat::kV32:
-      return {576, 512, 64, 128, 4, 656, 656};
+      return {kV32HeadDim,  kV32NopeDim,     kRopeDim,       kV32Tile,
+              kV32NumTiles, kV32RecordBytes, kV32RecordBytes};
     case KvFormat::kModel1:
-      return {512, 448, 64, 64, 7, 584, 576};
+      return {kModel1HeadDim,  kModel1NopeDim,   kRopeDim,          kModel1Tile,
+              kModel1NumTiles, kModel1ViewBytes, kModel1RecordBytes};
     case KvFormat::kBF16:
       break;
   }
@@ -80,9 +83,9 @@ Status make_paged_cache(const TensorView& t, const char* name, int64_t head_dim,
     OPENMLA_RETURN_IF_ERROR(make_16bit_cache(t, n, head_dim, dtype16, cache));
   } else {
     KvFormat format;
-    if (head_dim == 576) {
+    if (head_dim == kv_layout::kV32HeadDim) {
       format = KvFormat::kV32;
-    } else if (head_dim == 512) {
+    } else if (head_dim == kv_layout::kModel1HeadDim) {
       format = KvFormat::kModel1;
     } else {
       return unsupported(n + ": FP8 caches need head_dim 576 (V32) or 512 (MODEL1), got " +
@@ -114,7 +117,8 @@ void dequantize_token(const PagedCache& cache, int64_t block, int64_t offset, in
     for (int64_t i = tile * g.tile; i < (tile + 1) * g.tile; ++i)
       out[i] = float_to_bf16(e4m3_to_float(rec[i]) * scale);
   }
-  const uint8_t* rope = rec + (cache.format == KvFormat::kV32 ? 528 : 448);
+  const uint8_t* rope = rec + (cache.format == KvFormat::kV32 ? kv_layout::kV32RopeOffset
+                                                              : kv_layout::kModel1RopeOffset);
   for (int64_t i = 0; i < g.rope_dim; ++i)
     out[g.nope_dim + i] = load_unaligned<uint16_t>(rope + 2 * i);
 }
@@ -149,7 +153,8 @@ void quantize_token(KvFormat format, const uint16_t* latent, uint8_t* record, ui
     }
   }
   if (format == KvFormat::kModel1) scales[7] = 0;
-  uint8_t* rope = record + (format == KvFormat::kV32 ? 528 : 448);
+  uint8_t* rope = record + (format == KvFormat::kV32 ? kv_layout::kV32RopeOffset
+                                                     : kv_layout::kModel1RopeOffset);
   for (int64_t i = 0; i < g.rope_dim; ++i)
     store_unaligned<uint16_t>(rope + 2 * i, latent[g.nope_dim + i]);
 }

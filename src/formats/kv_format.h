@@ -14,6 +14,39 @@
 
 namespace openmla {
 
+/// The one table of the FP8 token-record layouts (byte offsets and sizes; `int`, as the literals
+/// they replace, so the kernels compile to the same code): the kernels, the
+/// reference and the Python module (through the binding) take them from here.
+namespace kv_layout {
+constexpr int kHeadDimV = 512;  ///< V dims of both formats (MODEL1: all of K, RoPE included)
+constexpr int kRopeDim = 64;    ///< bf16 RoPE dims stored verbatim at the end of a record
+constexpr int kRopeBytes = 2 * kRopeDim;
+
+constexpr int kV32HeadDim = 576;
+constexpr int kV32NopeDim = 512;  ///< e4m3 codes at [0, 512)
+constexpr int kV32Tile = 128;     ///< elements per fp32 scale
+constexpr int kV32NumTiles = kV32NopeDim / kV32Tile;
+constexpr int kV32ScalesOffset = kV32NopeDim;  ///< 4 fp32 scales at [512, 528)
+constexpr int kV32RopeOffset = kV32ScalesOffset + 4 * kV32NumTiles;  ///< 528
+constexpr int kV32RecordBytes = kV32RopeOffset + kRopeBytes;         ///< 656
+
+constexpr int kModel1HeadDim = 512;
+constexpr int kModel1NopeDim = 448;                                 ///< e4m3 codes at [0, 448)
+constexpr int kModel1Tile = 64;                                     ///< elements per ue8m0 scale
+constexpr int kModel1NumTiles = kModel1NopeDim / kModel1Tile;       ///< 7
+constexpr int kModel1RopeOffset = kModel1NopeDim;                   ///< 448
+constexpr int kModel1RecordBytes = kModel1RopeOffset + kRopeBytes;  ///< 576
+constexpr int kModel1ScaleBytes = 8;  ///< 7 ue8m0 scales + 1 pad byte, after all records
+constexpr int kModel1ViewBytes = kModel1RecordBytes + kModel1ScaleBytes;  ///< 584
+/// A MODEL1 page is padded to a multiple of this many bytes.
+constexpr int kModel1PageAlign = kModel1RecordBytes;
+
+static_assert(kV32NopeDim + kRopeDim == kV32HeadDim && kV32RecordBytes == 656, "V32 layout");
+static_assert(kModel1NopeDim + kRopeDim == kModel1HeadDim && kModel1RecordBytes == 576 &&
+                  kModel1ViewBytes == 584 && kModel1HeadDim == kHeadDimV,
+              "MODEL1 layout");
+}  // namespace kv_layout
+
 struct FormatGeometry {
   int64_t head_dim;  ///< d_qk
   int64_t nope_dim;  ///< quantised part (0 for BF16)
@@ -43,7 +76,8 @@ struct PagedCache {
   }
   /// MODEL1 only: the 8-byte scale record of a token.
   const uint8_t* model1_scales(int64_t block, int64_t offset) const {
-    return base + block * block_stride + page_size * 576 + offset * 8;
+    return base + block * block_stride + page_size * kv_layout::kModel1RecordBytes +
+           offset * kv_layout::kModel1ScaleBytes;
   }
 };
 

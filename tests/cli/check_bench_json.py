@@ -16,8 +16,10 @@ SHAPE_KEYS = {
     "dense_decode": ["format", "batch", "seq_q", "heads_q", "heads_kv", "cache_tokens", "topk"],
     "sparse_prefill": ["format", "batch", "seq_q", "heads_q", "heads_kv", "seq_kv", "topk"],
 }
-RESULT_KEYS = ["op", "kernel", "threads", "us", "us_min", "tflops", "gbps", "peak_tflops",
-               "peak_gbps", "frac_of_peak", "layers", "peak_tflops_best"]
+RESULT_KEYS = ["op", "kernel", "threads", "us", "us_min", "tflops", "gbps", "peak_isa",
+               "peak_tflops", "peak_gbps", "frac_of_peak", "layers", "peak_tflops_best"]
+# The matmul instructions the peak probes run, best first (tools/probes/peak_probe.h).
+PEAK_ISAS = ["amx_bf16", "avx512_bf16", "avx512_fma", "avx2_fma", "scalar"]
 
 
 def run(binary, args):
@@ -38,6 +40,7 @@ def check_lines(lines, op, kernels, layers):
         assert line["threads"] == 1, line
         assert 0 < line["us_min"] <= line["us"], line
         assert line["peak_tflops"] > 0 and line["peak_gbps"] > 0, line
+        assert line["peak_isa"] in PEAK_ISAS, line
         # peak_tflops comes from the probes between the calls, peak_tflops_best from bench peak's
         # best-of-N probe (both timed, so only their presence is checked).
         assert line["peak_tflops_best"] > 0, line
@@ -52,11 +55,21 @@ def main():
     binary = sys.argv[1]
     peak = run(binary, ["peak"] + COMMON)
     assert len(peak) == 1 and peak[0]["peak_tflops"] > 0 and peak[0]["peak_gbps"] > 0, peak
-    # The tile-GEMM ceiling is 0 without AMX, else a rate and its ratio to the register-only runs
-    # paired with it. No bound between separately timed probes: on a shared machine one probe can
-    # run at a quarter of the other's speed.
-    gemm, frac = peak[0]["tile_gemm_tflops"], peak[0]["tile_gemm_frac_of_peak"]
-    assert gemm >= 0 and frac >= 0 and (gemm > 0) == (frac > 0), peak
+    p = peak[0]
+    assert p["peak_isa"] in PEAK_ISAS, p
+    # The clock and the probe against its documented rate: present and positive (timed, so not
+    # bounded: a co-tenant can halve either), 0 only for the undocumented scalar loop.
+    assert p["clock_ghz"] > 0, p
+    assert (p["documented_flops_per_cycle"] > 0) == (p["peak_isa"] != "scalar"), p
+    doc = p["documented_flops_per_cycle"] * p["clock_ghz"] * p["threads"] * 1e-3
+    want = p["peak_tflops"] / doc if doc > 0 else 0.0
+    assert math.isclose(p["peak_vs_documented"], want, rel_tol=1e-4), p
+    # The tile-GEMM ceiling is 0 iff the probes have no AMX, else a rate and its ratio to the
+    # register-only runs paired with it. No bound between separately timed probes: on a shared
+    # machine one probe can run at a quarter of the other's speed.
+    gemm, frac = p["tile_gemm_tflops"], p["tile_gemm_frac_of_peak"]
+    assert gemm >= 0 and frac >= 0 and (gemm > 0) == (frac > 0), p
+    assert (gemm > 0) == (p["peak_isa"] == "amx_bf16"), p
 
     lines = run(binary, ["sparse-decode", "--model", "v32", "--batch", "1", "--heads", "16",
                          "--topk", "64", "--cache-tokens", "512", "--impl", "sparse_decode.ref,",

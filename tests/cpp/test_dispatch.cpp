@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -52,20 +53,22 @@ std::string first_kernel_up_to(Isa cap) {
 }
 
 TEST(Dispatch, ReferenceIsLastAndEveryOpHasOne) {
-  for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill}) {
+  std::size_t total = 0;
+  for (Op op : {Op::kSparseDecode, Op::kDenseDecode, Op::kSparsePrefill, Op::kMqaLogits,
+                Op::kPagedMqaLogits, Op::kPagedIndexerTopk, Op::kCompressor, Op::kMhcPre,
+                Op::kMhcPost, Op::kMhcHead, Op::kEngramGate}) {
     const auto& list = openmla::kernels_for(op);
     ASSERT_FALSE(list.empty());
+    total += list.size();
     EXPECT_EQ(list.back()->isa, Isa::kNone);
     EXPECT_EQ(std::string(list.back()->name), std::string(openmla::op_name(op)) + ".ref");
     for (std::size_t i = 1; i < list.size(); ++i) EXPECT_LE(list[i]->isa, list[i - 1]->isa);
   }
-  EXPECT_EQ(openmla::list_kernels(nullptr, 0), openmla::kernels_for(Op::kSparseDecode).size() +
-                                                   openmla::kernels_for(Op::kDenseDecode).size() +
-                                                   openmla::kernels_for(Op::kSparsePrefill).size());
+  EXPECT_EQ(openmla::list_kernels(nullptr, 0), total);
 }
 
 TEST(Dispatch, MaxIsaCapsTheChoice) {
-  for (const char* cap : {"none", "avx2", "avx512", "amx"}) {
+  for (const char* cap : {"none", "avx2", "avx512", "avx512bf16", "amx"}) {
     EnvGuard guard("OPENMLA_MAX_ISA", cap);
     Isa parsed;
     ASSERT_TRUE(openmla::parse_isa(cap, &parsed));
@@ -113,8 +116,54 @@ TEST(Dispatch, ParseIsaAcceptsTheLadderOnly) {
   EXPECT_EQ(isa, Isa::kNone);
   EXPECT_TRUE(openmla::parse_isa("avx512", &isa));
   EXPECT_EQ(isa, Isa::kAvx512);
+  EXPECT_TRUE(openmla::parse_isa("avx512bf16", &isa));
+  EXPECT_EQ(isa, Isa::kAvx512Bf16);
   EXPECT_FALSE(openmla::parse_isa("sse2", &isa));
+  EXPECT_FALSE(openmla::parse_isa("avx512_bf16", &isa));
   EXPECT_FALSE(openmla::parse_isa("", &isa));
+}
+
+TEST(Dispatch, LadderOrderAndNamesRoundTrip) {
+  const Isa ladder[] = {Isa::kNone, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Bf16, Isa::kAmx};
+  for (std::size_t i = 0; i < 5; ++i) {
+    Isa parsed;
+    ASSERT_TRUE(openmla::parse_isa(openmla::isa_name(ladder[i]), &parsed));
+    EXPECT_EQ(parsed, ladder[i]);
+    if (i > 0) {
+      EXPECT_LT(ladder[i - 1], ladder[i]);
+    }
+  }
+}
+
+TEST(Dispatch, Avx512CapKeepsTheAvx512KernelsAndDropsTheBf16Level) {
+  if (openmla::host_isa() < Isa::kAvx512Bf16) GTEST_SKIP() << "host has no AVX512-BF16";
+  EnvGuard guard("OPENMLA_MAX_ISA", "avx512");
+  EXPECT_EQ(openmla::effective_isa(), Isa::kAvx512);
+  EXPECT_EQ(planned_kernel({}), first_kernel_up_to(Isa::kAvx512));
+}
+
+/// The flags line of /proc/cpuinfo ("" where it cannot be read).
+std::string proc_cpu_flags() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) return line.substr(line.find(':') + 1) + " ";
+  return "";
+}
+
+TEST(Dispatch, Bf16AndVnniDetectionAgreesWithTheKernel) {
+  const std::string flags = proc_cpu_flags();
+  if (flags.empty()) GTEST_SKIP() << "/proc/cpuinfo not readable";
+  const openmla::CpuFeatures& f = openmla::cpu_features();
+  EXPECT_EQ(f.avx512_bf16, flags.find(" avx512_bf16 ") != std::string::npos);
+  EXPECT_EQ(f.avx512_vnni, flags.find(" avx512_vnni ") != std::string::npos);
+  EXPECT_EQ(f.avx2, flags.find(" avx2 ") != std::string::npos);
+  const std::string shown = openmla::describe_cpu_features() + " ";
+  EXPECT_EQ(shown.find("avx512_vnni ") != std::string::npos, f.avx512_vnni) << shown;
+  EXPECT_EQ(shown.find("avx512_bf16 ") != std::string::npos, f.avx512_bf16) << shown;
+  if (openmla::host_isa() >= Isa::kAvx512) {
+    EXPECT_EQ(openmla::host_isa() >= Isa::kAvx512Bf16, f.avx512_bf16);
+  }
 }
 
 }  // namespace

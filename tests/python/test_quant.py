@@ -160,3 +160,20 @@ def test_abs_indices_to_cache_indices(family, rng):
     out = to_family(np.zeros_like(abs_idx), family)
     assert openmla.abs_indices_to_cache_indices(t_abs, t_table, page, out=out) is out
     assert np.array_equal(to_numpy(out), want)
+
+
+def test_layout_table_of_the_binding_matches_the_format_description():
+    """The record offsets quant.py takes from the C++ table (`_openmla.kv_layout()`) against
+    mla_ref's GEOMETRY (written from the format description) and the README's byte map."""
+    t = openmla._openmla.kv_layout()
+    for layout, prefix in zip(LAYOUTS, ["v32_", "model1_"]):
+        d, d_nope, tile, num_tiles, bpt = mla_ref.GEOMETRY[layout.value]
+        assert layout.get_meta() == (d, d_nope, 64, tile, num_tiles)
+        assert (t[prefix + "head_dim"], t[prefix + "nope_dim"]) == (d, d_nope)
+        assert (t[prefix + "tile"], t[prefix + "num_tiles"], t["rope_dim"]) == (tile, num_tiles, 64)
+    assert (t["v32_scales_offset"], t["v32_rope_offset"], t["v32_record_bytes"]) == (512, 528, 656)
+    assert (t["model1_rope_offset"], t["model1_record_bytes"], t["model1_scale_bytes"]) == (
+        448, 576, 8)
+    assert t["model1_view_bytes"] == mla_ref.GEOMETRY[MODEL1][4] == 584
+    assert t["v32_record_bytes"] == mla_ref.GEOMETRY[V32][4]
+    assert t["model1_page_align"] == 576

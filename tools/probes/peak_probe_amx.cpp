@@ -12,9 +12,9 @@
 #include "cpu/aligned_buffer.h"
 #include "cpu/amx_qk_strip.h"
 #include "cpu/amx_tile.h"
-#include "cpu/peak_probe.h"
+#include "peak_probe.h"
 
-namespace openmla {
+namespace openmla::probes {
 namespace detail {
 
 double peak_loop_amx(long iters) {
@@ -64,4 +64,4 @@ double tile_gemm_loop_amx(long strips) {
 }
 
 }  // namespace detail
-}  // namespace openmla
+}  // namespace openmla::probes
