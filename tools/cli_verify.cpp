@@ -204,7 +204,8 @@ Tally verify_indexer(IndexerKeyFormat format, int cases, uint64_t seed) {
                                            &message);
         }
         (ok ? t.passed : t.failed)++;
-        if (!ok && first_failure.empty()) first_failure = "case " + std::to_string(i) + ": " + message;
+        if (!ok && first_failure.empty())
+          first_failure = "case " + std::to_string(i) + ": " + message;
       }
       report(op_name(op), fmt, kernel, t, max_err, first_failure, "");
       total.passed += t.passed;
@@ -278,7 +279,8 @@ void add_verify(Command& root) {
   root.add_command("verify", "every op x format x kernel against the reference")
       .add_int("cases", 50, "random cases per op x format x kernel", 1, 1000000)
       .add_int("seed", 1, "seed of the case generator", 0)
-      .add_choice("op", "all", {"all", "sparse-decode", "dense-decode", "sparse-prefill", "indexer"},
+      .add_choice("op", "all",
+                  {"all", "sparse-decode", "dense-decode", "sparse-prefill", "indexer"},
                   "only this op")
       .set_run(run_verify);
 }
