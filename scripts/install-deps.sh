@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages openmla needs to build and test, only when one is missing.
 set -euo pipefail
-packages=(cmake ninja-build g++ libgtest-dev python3 python3-venv python3-pip)
+packages=(cmake ninja-build g++ libgtest-dev pkg-config python3 python3-venv python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

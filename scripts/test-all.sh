@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Quick start 2 (and CI): install what is missing, build, run every test:
-#   1. Release build: GoogleTest suite under CTest, then `openmla verify` (all kernels vs the
-#      reference) with every OPENMLA_MAX_ISA cap this machine allows;
+#   1. Release build with -Werror: GoogleTest suite and CLI checks under CTest, then `openmla
+#      verify` (all kernels vs the reference) with every OPENMLA_MAX_ISA cap this machine allows;
+#      `cmake --install` and the examples/cxx consumer (find_package, pkg-config,
+#      add_subdirectory: scripts/test-install.sh);
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build of the GoogleTest suite;
 #   3. the Python package in a fresh virtual environment with its pytest suite, PyTorch included
-#      (OPENMLA_TEST_TORCH=0 skips the ~1.5 min torch download; the torch tests then skip).
+#      (OPENMLA_TEST_TORCH=0 skips the ~1.5 min torch download; the torch tests then skip), and
+#      the README's Python install + example verbatim in another fresh one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -12,9 +15,13 @@ jobs=$(nproc)
 
 echo "== release build and tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DOPENMLA_BUILD_TESTS=ON \
-  -DOPENMLA_BUILD_TOOLS=ON
+  -DOPENMLA_BUILD_TOOLS=ON -DOPENMLA_WERROR=ON
 cmake --build build -j "$jobs"
 ./build/openmla info
+
+echo "== install; examples/cxx through find_package, pkg-config and add_subdirectory"
+CMAKE_BUILD_PARALLEL_LEVEL="$jobs" bash scripts/test-install.sh build
+
 for cap in none avx2 avx512 avx512bf16; do
   echo "== openmla verify with OPENMLA_MAX_ISA=$cap"
   OPENMLA_MAX_ISA=$cap ./build/openmla verify --cases 30 --seed 7

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and tests the Python package the way a user gets it: a virtual environment in .venv/,
-# `pip install .` (non-editable; scikit-build-core + nanobind build the extension from this
-# CMake project), then pytest on tests/python. Exits non-zero on any failure.
+# `pip install .` (non-editable; scikit-build-core + nanobind build the extension and the CLI from
+# this CMake project), then pytest on tests/python, then the README's Python section verbatim in
+# a fresh virtual environment (tests/readme/check_readme_python.py). Exits non-zero on any failure.
 #
 #   PYTHON=python3.11 bash scripts/test-python.sh    # interpreter for the venv (default python3)
 #   OPENMLA_VENV=/tmp/venv bash scripts/test-python.sh # venv location (default .venv)
@@ -42,5 +43,8 @@ fi
 "$PY" -m pip install -q --no-build-isolation --force-reinstall --no-deps .
 
 # Run from outside the source tree so `import openmla` can only find the installed package.
-cd tests/python
-"$PY" -m pytest -q -p no:cacheprovider . "$@"
+(cd tests/python && "$PY" -m pytest -q -p no:cacheprovider . "$@")
+
+# The README's Python install command and example, verbatim, in a fresh virtual environment
+# (reuses build-python/, so only the first run builds).
+"$PYTHON" tests/readme/check_readme_python.py

@@ -9,31 +9,27 @@
 // fractions are always printed. Threads are pinned. Human table by default, one JSON object per
 // line with --json, rates and fractions to 6 significant digits (a fixed number of decimals
 // would leave a reference kernel's 0.0025 too coarse to check against its own ratio).
+#include "cli_bench.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
 #include <string>
 
-#include "cli_common.h"
 #include "core/thread_pool.h"
 #include "indexer_cases.h"
 #include "probes/peak_probe.h"
 
 namespace openmla::cli {
-namespace {
 
 using namespace probes;
-
-struct Limits {
-  double tflops = 0.0, gbps = 0.0;
-  double tflops_best = 0.0;  ///< best-of-N probe before / after the runs (0: not measured)
-  const char* isa = best_matmul_probe().isa;  ///< the matmul instruction of the probes
-};
 
 Limits measure_limits(int threads) {
   return {measure_matmul_peak_tflops(threads), measure_stream_bandwidth_gbps(threads)};
 }
+
+namespace {
 
 /// `bench peak --json`: the limits, the clock and the probe against its documented rate.
 void print_peak_json(const Limits& lim, int threads) {
@@ -50,13 +46,7 @@ void print_peak_json(const Limits& lim, int threads) {
       doc_tflops > 0 ? lim.tflops / doc_tflops : 0.0, gemm.tflops, gemm.frac_of_peak);
 }
 
-struct BenchLine {
-  std::ostringstream json;  // "key": value pairs specific to the op
-  std::string table_shape;  // for the human table
-  std::string kernel;
-  Timing timing;
-  double flops = 0.0, bytes = 0.0, ref_us = 0.0;
-};
+}  // namespace
 
 void print_line(const BenchLine& l, const char* op, const Limits& lim, int threads, bool json) {
   const double tflops = l.flops / l.timing.median_s / 1e12;
@@ -96,11 +86,10 @@ int finish(const Status& s) {
   return 1;
 }
 
-struct Common {
-  int threads, warmup, iters, layers;
-  bool json, vs_ref;
-  std::vector<std::string> impls;  ///< {""} = the registry's choice; several alternate call by call
-};
+namespace {
+
+/// Upper bound of the shape flags: keeps products of them far from int64 overflow.
+constexpr int64_t kMaxShape = int64_t{1} << 24;
 
 /// Splits "a,b,c" into its names ("" gives {""}).
 std::vector<std::string> split_names(const std::string& list) {
@@ -143,8 +132,8 @@ double median_of(std::vector<double> v) {
 /// Times the layers (call i on layer i mod L) with every kernel of k.impls, interleaved, and
 /// prints one line per kernel.
 template <typename Case>
-Status bench_case(const std::vector<Case>& layers, const Common& k, const std::string& ref_name,
-                  const char* op, const Limits& lim, BenchLine* line) {
+Status bench_case(const std::vector<Case>& layers, const BenchCommon& k,
+                  const std::string& ref_name, const char* op, const Limits& lim, BenchLine* line) {
   std::vector<const Case*> views;
   for (const Case& c : layers) views.push_back(&c);
   std::vector<std::string> kernels;
@@ -183,24 +172,25 @@ Status bench_case(const std::vector<Case>& layers, const Common& k, const std::s
   return s;
 }
 
+/// The parser only lets through the names of the --model / --format choices.
 KvFormat parse_format(const std::string& name) {
   return name == "v32" ? KvFormat::kV32 : name == "model1" ? KvFormat::kModel1 : KvFormat::kBF16;
 }
 
-int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
+int bench_sparse_decode(const Args& f, const BenchCommon& k, const Limits& lim) {
   testing::SparseDecodeConfig c;
-  const std::string model = f.get("model", "v32");
+  const std::string model = f.get("model");
   c.format = parse_format(model);
-  c.head_dim = f.get_int("d-qk", 576);
-  c.batch = f.get_int("batch", 4);
-  c.seq_q = f.get_int("seq-q", 1);
+  c.head_dim = f.get_int("d-qk");
+  c.batch = f.get_int("batch");
+  c.seq_q = f.get_int("seq-q");
   c.heads_q = f.get_int("heads", c.format == KvFormat::kModel1 ? 64 : 128);
   c.topk = f.get_int("topk", c.format == KvFormat::kModel1 ? 128 : 2048);
-  c.extra_topk = f.get_int("extra-topk", 0);
+  c.extra_topk = f.get_int("extra-topk");
   c.page_size = f.get_int("page-size", c.format == KvFormat::kModel1 ? 256 : 64);
-  c.extra_page_size = f.get_int("extra-page-size", 64);
+  c.extra_page_size = f.get_int("extra-page-size");
   c.cache_tokens = f.get_int("cache-tokens", c.format == KvFormat::kModel1 ? 16384 : 32768);
-  c.extra_cache_tokens = f.get_int("extra-cache-tokens", 16384);
+  c.extra_cache_tokens = f.get_int("extra-cache-tokens");
   c.sink = f.has("sink");
   c.odd_invalid = false;
   c.nan_poison = false;
@@ -220,18 +210,18 @@ int bench_sparse_decode(const Flags& f, const Common& k, const Limits& lim) {
   return finish(s);
 }
 
-int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
+int bench_dense_decode(const Args& f, const BenchCommon& k, const Limits& lim) {
   testing::DenseDecodeConfig c;
-  const std::string format = f.get("format", "bf16");
+  const std::string format = f.get("format");
   c.format = parse_format(format);  // fp16: the BF16 layout holding fp16, with fp16 q and out
   c.dtype = format == "fp16" ? DType::kF16 : DType::kBF16;
-  c.head_dim = f.get_int("d-qk", 576);
-  c.batch = f.get_int("batch", 4);
-  c.seq_q = f.get_int("seq-q", 1);
-  c.heads_q = f.get_int("heads", 128);
-  c.heads_kv = f.get_int("heads-kv", 1);
-  c.page_size = f.get_int("page-size", 64);
-  c.cache_tokens = f.get_int("cache-tokens", 4096);
+  c.head_dim = f.get_int("d-qk");
+  c.batch = f.get_int("batch");
+  c.seq_q = f.get_int("seq-q");
+  c.heads_q = f.get_int("heads");
+  c.heads_kv = f.get_int("heads-kv");
+  c.page_size = f.get_int("page-size");
+  c.cache_tokens = f.get_int("cache-tokens");
   c.varlen = false;
   c.causal = f.has("causal");
   const auto layers = make_layers(c, k.layers, testing::make_dense_decode_case);
@@ -249,14 +239,14 @@ int bench_dense_decode(const Flags& f, const Common& k, const Limits& lim) {
   return finish(s);
 }
 
-int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
+int bench_sparse_prefill(const Args& f, const BenchCommon& k, const Limits& lim) {
   testing::SparsePrefillConfig c;
-  c.seq_q = f.get_int("seq-q", 256);
-  c.seq_kv = f.get_int("seq-kv", 8192);
-  c.heads_q = f.get_int("heads", 128);
-  c.heads_kv = f.get_int("heads-kv", 1);
-  c.topk = f.get_int("topk", 2048);
-  c.head_dim = f.get_int("d-qk", 576);
+  c.seq_q = f.get_int("seq-q");
+  c.seq_kv = f.get_int("seq-kv");
+  c.heads_q = f.get_int("heads");
+  c.heads_kv = f.get_int("heads-kv");
+  c.topk = f.get_int("topk");
+  c.head_dim = f.get_int("d-qk");
   c.sink = f.has("sink");
   c.softmax_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
   const auto layers = make_layers(c, k.layers, testing::make_sparse_prefill_case);
@@ -274,27 +264,35 @@ int bench_sparse_prefill(const Flags& f, const Common& k, const Limits& lim) {
   return finish(s);
 }
 
+int run_peak(const Args&, const BenchCommon& k, const Limits& lim) {
+  if (k.json) {
+    print_peak_json(lim, k.threads);
+  } else {
+    const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
+    std::printf("matmul peak %.3f TFLOP/s (%s), stream bandwidth %.2f GB/s (%d threads)\n",
+                lim.tflops, lim.isa, lim.gbps, k.threads);
+    if (gemm.tflops > 0)
+      std::printf(
+          "2x2-blocked AMX tile GEMM, MLA QK^T shape, operands in L1/L2: %.3f TFLOP/s, %.0f%% "
+          "of the register-only rate measured alongside\n",
+          gemm.tflops, 100.0 * gemm.frac_of_peak);
+  }
+  return 0;
+}
+
 /// The indexer at decode: --fused times paged_indexer_topk, else the separate pipeline
 /// (paged_mqa_logits, then indexer_topk over its logits through the block table). FLOPs: 2 *
 /// heads * 128 per scored key; bytes: the cache records read (+ the logits written, separate).
-int bench_indexer(const Flags& f, const Common& k, const Limits& lim) {
+int bench_indexer(const Args& f, const BenchCommon& k, const Limits& lim) {
   testing::IndexerConfig c;
-  const std::string model = f.get("model", "v32");
-  if (model != "v32" && model != "v4") {
-    std::fprintf(stderr, "openmla bench indexer: --model must be v32 or v4\n");
-    return 2;
-  }
+  const std::string model = f.get("model");
   c.format = model == "v4" ? IndexerKeyFormat::kFp4 : IndexerKeyFormat::kFp8;
-  c.batch = f.get_int("batch", 4);
-  c.next_n = f.get_int("next-n", 1);
-  c.heads = f.get_int("heads", 64);
-  c.tokens = f.get_int("tokens", 32768);
-  c.page_size = f.get_int("page-size", 64);
+  c.batch = f.get_int("batch");
+  c.next_n = f.get_int("next-n");
+  c.heads = f.get_int("heads");
+  c.tokens = f.get_int("tokens");
+  c.page_size = f.get_int("page-size");
   c.topk = f.get_int("topk", model == "v4" ? 512 : 2048);
-  if (f.get_int("dim", 128) != 128) {
-    std::fprintf(stderr, "openmla bench indexer: --dim must be 128\n");
-    return 2;
-  }
   const bool fused = f.has("fused");
   const testing::IndexerCase ic = testing::make_indexer_case(c);
   std::vector<float> logits(static_cast<size_t>(c.batch * c.next_n * ic.max_len));
@@ -371,53 +369,101 @@ int bench_indexer(const Flags& f, const Common& k, const Limits& lim) {
 
 }  // namespace
 
-int cmd_bench(const Flags& f) {
-  if (f.positional().empty()) {
-    std::fprintf(stderr,
-                 "usage: openmla bench peak|sparse-decode|dense-decode|sparse-prefill|indexer [flags]\n");
-    return 2;
-  }
-  const std::string what = f.positional()[0];
-  Common k;
-  k.threads = resolve_num_threads(static_cast<int>(f.get_int("threads", 0)));
-  k.warmup = static_cast<int>(f.get_int("warmup", 2));
-  k.iters = static_cast<int>(f.get_int("iters", 10));
-  k.layers = static_cast<int>(std::max<int64_t>(1, f.get_int("layers", 1)));
-  k.json = f.has("json");
-  k.vs_ref = f.has("vs-ref");
-  k.impls = split_names(f.get("impl", ""));
-  pin_threads(true);
-  const Limits lim = measure_limits(k.threads);
-  int rc;
-  if (what == "peak") {
-    if (k.json) {
-      print_peak_json(lim, k.threads);
-    } else {
-      const TileGemmCeiling gemm = measure_tile_gemm_ceiling(k.threads);
-      std::printf("matmul peak %.3f TFLOP/s (%s), stream bandwidth %.2f GB/s (%d threads)\n",
-                  lim.tflops, lim.isa, lim.gbps, k.threads);
-      if (gemm.tflops > 0)
-        std::printf(
-            "2x2-blocked AMX tile GEMM, MLA QK^T shape, operands in L1/L2: %.3f TFLOP/s, %.0f%% "
-            "of the register-only rate measured alongside\n",
-            gemm.tflops, 100.0 * gemm.frac_of_peak);
-    }
-    rc = 0;
-  } else if (what == "sparse-decode") {
-    rc = bench_sparse_decode(f, k, lim);
-  } else if (what == "dense-decode") {
-    rc = bench_dense_decode(f, k, lim);
-  } else if (what == "sparse-prefill") {
-    rc = bench_sparse_prefill(f, k, lim);
-  } else if (what == "indexer") {
-    rc = bench_indexer(f, k, lim);
-  } else {
-    std::fprintf(stderr, "openmla bench: unknown benchmark '%s'\n", what.c_str());
-    return 2;
-  }
-  for (const std::string& flag : f.unknown())
-    std::fprintf(stderr, "openmla bench: warning: unknown flag %s ignored\n", flag.c_str());
-  return rc;
+Command& add_bench_op(Command& bench, const std::string& name, const std::string& summary,
+                      BenchRun run) {
+  Command& c = bench.add_command(name, summary);
+  c.add_int("threads", std::nullopt, "worker threads", 0, 4096, "OPENMLA_NUM_THREADS or all cores")
+      .add_switch("json", "one JSON object per line instead of the table")
+      .add_string("impl", "", "kernels to time, comma-separated (several: calls alternate)",
+                  "KERNEL[,KERNEL...]")
+      .add_int("iters", 10, "timed calls per kernel", 1)
+      .add_int("warmup", 2, "untimed calls per kernel first", 0)
+      .add_int("layers", 1, "caches of the same shapes; call i runs on cache i mod L", 1, 4096)
+      .add_switch("vs-ref", "also time the reference kernel")
+      .set_run([run](const Args& f) {
+        BenchCommon k;
+        k.threads = resolve_num_threads(static_cast<int>(f.get_int("threads")));
+        k.warmup = static_cast<int>(f.get_int("warmup"));
+        k.iters = static_cast<int>(f.get_int("iters"));
+        k.layers = static_cast<int>(f.get_int("layers"));
+        k.json = f.has("json");
+        k.vs_ref = f.has("vs-ref");
+        k.impls = split_names(f.get("impl"));
+        pin_threads(true);
+        return run(f, k, measure_limits(k.threads));
+      });
+  return c;
+}
+
+void add_bench_peak(Command& bench) {
+  add_bench_op(bench, "peak", "matmul peak, tile-GEMM ceiling, memory bandwidth", run_peak);
+}
+
+void add_bench_sparse_decode(Command& bench) {
+  add_bench_op(bench, "sparse-decode", "flash_mla_with_kvcache with indices", bench_sparse_decode)
+      .add_choice("model", "v32", {"v32", "model1", "bf16"}, "cache format")
+      .add_int("d-qk", 576, "head dim of q and k", 1)
+      .add_int("batch", 4, "requests", 0)
+      .add_int("seq-q", 1, "query tokens per request", 1)
+      .add_int("heads", std::nullopt, "query heads", 1, 4096, "128; model1: 64")
+      .add_int("topk", std::nullopt, "indices per query", 0, kMaxShape, "2048; model1: 128")
+      .add_int("extra-topk", 0, "indices into the extra cache (0: none)", 0, kMaxShape)
+      .add_int("page-size", std::nullopt, "tokens per page", 1, kMaxShape, "64; model1: 256")
+      .add_int("extra-page-size", 64, "tokens per page of the extra cache", 1, kMaxShape)
+      .add_int("cache-tokens", std::nullopt, "tokens per request", 1, kMaxShape,
+               "32768; model1: 16384")
+      .add_int("extra-cache-tokens", 16384, "tokens per request in the extra cache", 1, kMaxShape)
+      .add_switch("sink", "with attention sinks");
+}
+
+void add_bench_dense_decode(Command& bench) {
+  add_bench_op(bench, "dense-decode", "flash_mla_with_kvcache without indices", bench_dense_decode)
+      .add_choice("format", "bf16", {"bf16", "fp16", "v32", "model1"},
+                  "cache format (fp16: fp16 q, cache and out)")
+      .add_int("d-qk", 576, "head dim of q and k", 1)
+      .add_int("batch", 4, "requests", 0)
+      .add_int("seq-q", 1, "query tokens per request", 1)
+      .add_int("heads", 128, "query heads", 1, 4096)
+      .add_int("heads-kv", 1, "kv heads (dividing --heads)", 1, 4096)
+      .add_int("page-size", 64, "tokens per page", 1, kMaxShape)
+      .add_int("cache-tokens", 4096, "tokens per request", 0, kMaxShape)
+      .add_switch("causal", "causal mask over the query tokens");
+}
+
+void add_bench_sparse_prefill(Command& bench) {
+  add_bench_op(bench, "sparse-prefill", "flash_mla_sparse_fwd", bench_sparse_prefill)
+      .add_int("seq-q", 256, "query tokens", 0, kMaxShape)
+      .add_int("seq-kv", 8192, "key tokens", 1, kMaxShape)
+      .add_int("heads", 128, "query heads", 1, 4096)
+      .add_int("heads-kv", 1, "kv heads (dividing --heads)", 1, 4096)
+      .add_int("topk", 2048, "indices per query token", 0, kMaxShape)
+      .add_int("d-qk", 576, "head dim of q and k", 1)
+      .add_switch("sink", "with attention sinks");
+}
+
+void add_bench_indexer(Command& bench) {
+  add_bench_op(bench, "indexer",
+               "lightning indexer at decode: paged_mqa_logits + indexer_topk (--fused: one call)",
+               bench_indexer)
+      .add_choice("model", "v32", {"v32", "v4"}, "key format (v32: fp8, v4: fp4)")
+      .add_int("batch", 4, "requests", 1)
+      .add_int("next-n", 1, "query tokens per request", 1)
+      .add_int("heads", 64, "indexer heads", 1, 4096)
+      .add_int("dim", 128, "head dim (128 only)", 128, 128)
+      .add_int("tokens", 32768, "tokens per request", 0, kMaxShape)
+      .add_int("page-size", 64, "tokens per page", 1, kMaxShape)
+      .add_int("topk", std::nullopt, "indices per query token", 1, kMaxShape, "2048; v4: 512")
+      .add_switch("fused", "time paged_indexer_topk (else paged_mqa_logits, then indexer_topk)");
+}
+
+Command& add_bench(Command& root) {
+  Command& bench = root.add_command("bench", "time one op: us, TFLOP/s, GB/s, fraction of peak");
+  add_bench_peak(bench);
+  add_bench_sparse_decode(bench);
+  add_bench_dense_decode(bench);
+  add_bench_sparse_prefill(bench);
+  add_bench_indexer(bench);
+  return bench;
 }
 
 }  // namespace openmla::cli

@@ -1,54 +1,11 @@
 #include "cli_common.h"
 
 #include <chrono>
-#include <cstdlib>
 
 #include "core/check.h"
 #include "dispatch/registry.h"
 
 namespace openmla::cli {
-
-Flags::Flags(int argc, char** argv, int first) {
-  for (int i = first; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) {
-      positional_.push_back(a);
-      continue;
-    }
-    a = a.substr(2);
-    const std::size_t eq = a.find('=');
-    if (eq != std::string::npos) {
-      values_[a.substr(0, eq)] = a.substr(eq + 1);
-    } else if (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0) {
-      values_[a] = argv[++i];
-    } else {
-      values_[a] = "";
-    }
-  }
-}
-
-bool Flags::has(const std::string& name) const {
-  read_[name] = true;
-  return values_.count(name) > 0;
-}
-
-std::string Flags::get(const std::string& name, const std::string& fallback) const {
-  read_[name] = true;
-  auto it = values_.find(name);
-  return it == values_.end() ? fallback : it->second;
-}
-
-int64_t Flags::get_int(const std::string& name, int64_t fallback) const {
-  const std::string v = get(name, "");
-  return v.empty() ? fallback : std::strtoll(v.c_str(), nullptr, 10);
-}
-
-std::vector<std::string> Flags::unknown() const {
-  std::vector<std::string> out;
-  for (const auto& kv : values_)
-    if (!read_.count(kv.first)) out.push_back("--" + kv.first);
-  return out;
-}
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

@@ -1,33 +1,24 @@
-// Shared pieces of the `openmla` CLI: a small flag parser, running a generated case with a given
+// Shared pieces of the `openmla` CLI: the subcommands, running a generated case with a given
 // kernel, comparing against the reference, and timing.
 #pragma once
 
 #include <functional>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "cases.h"
+#include "cli_args.h"
 #include "compare.h"
 
 namespace openmla::cli {
 
-/// `--name value` and `--flag` arguments after the subcommand.
-class Flags {
- public:
-  Flags(int argc, char** argv, int first);
-  bool has(const std::string& name) const;
-  std::string get(const std::string& name, const std::string& fallback) const;
-  int64_t get_int(const std::string& name, int64_t fallback) const;
-  const std::vector<std::string>& positional() const { return positional_; }
-  /// Flags that were given but never read: reported as errors by the subcommands.
-  std::vector<std::string> unknown() const;
-
- private:
-  std::map<std::string, std::string> values_;
-  mutable std::map<std::string, bool> read_;
-  std::vector<std::string> positional_;
-};
+/// The subcommands; each declares its flags on a Command of the parser (cli_args.h). A new
+/// command is one such function in its own file plus one line in tools/openmla.cpp.
+void add_info(Command& root);
+void add_demo(Command& root);
+void add_verify(Command& root);
+/// `openmla bench` and its ops (cli_bench.h declares add_bench_op for new ones).
+Command& add_bench(Command& root);
 
 /// One run of an op on a generated case: status, chosen kernel and outputs as flat floats.
 struct RunResult {

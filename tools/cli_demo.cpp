@@ -4,6 +4,7 @@
 // checks it against the reference kernel and prints one table row per workload.
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "cli_common.h"
 
@@ -11,6 +12,8 @@ namespace openmla::cli {
 namespace {
 
 struct Row {
+  Row(std::string op_, std::string model_, std::string shape_)
+      : op(std::move(op_)), model(std::move(model_)), shape(std::move(shape_)) {}
   std::string op, model, shape, kernel, check;
   double ms = 0.0, tflops = 0.0, max_err = 0.0;
 };
@@ -117,9 +120,7 @@ Row v4_sparse_prefill(bool* ok) {
   return row;
 }
 
-}  // namespace
-
-int cmd_demo(const Flags& flags) {
+int run_demo(const Args&) {
   std::printf("openmla %s demo: DeepSeek-shaped attention on this CPU (%s)\n", version(),
               cpu_features_string().c_str());
   bool ok = true;
@@ -138,6 +139,13 @@ int cmd_demo(const Flags& flags) {
   std::printf("\ndemo finished in %.1f s: %s\n", now_seconds() - start,
               ok ? "all results match the reference" : "FAILURES above");
   return ok ? 0 : 1;
+}
+
+}  // namespace
+
+void add_demo(Command& root) {
+  root.add_command("demo", "DeepSeek V3.2 / V4 shaped run of the best kernels, checked")
+      .set_run(run_demo);
 }
 
 }  // namespace openmla::cli

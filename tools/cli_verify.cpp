@@ -204,7 +204,8 @@ Tally verify_indexer(IndexerKeyFormat format, int cases, uint64_t seed) {
                                            &message);
         }
         (ok ? t.passed : t.failed)++;
-        if (!ok && first_failure.empty()) first_failure = "case " + std::to_string(i) + ": " + message;
+        if (!ok && first_failure.empty())
+          first_failure = "case " + std::to_string(i) + ": " + message;
       }
       report(op_name(op), fmt, kernel, t, max_err, first_failure, "");
       total.passed += t.passed;
@@ -214,12 +215,11 @@ Tally verify_indexer(IndexerKeyFormat format, int cases, uint64_t seed) {
   return total;
 }
 
-}  // namespace
-
-int cmd_verify(const Flags& flags) {
-  const uint64_t seed = static_cast<uint64_t>(flags.get_int("seed", 1));
-  const int cases = static_cast<int>(flags.get_int("cases", 50));
-  const std::string only = flags.get("op", "");
+int run_verify(const Args& args) {
+  const uint64_t seed = static_cast<uint64_t>(args.get_int("seed"));
+  const int cases = static_cast<int>(args.get_int("cases"));
+  const std::string op = args.get("op");
+  const std::string only = op == "all" ? "" : op;
   Tally total;
   auto add = [&](const Tally& t) {
     total.passed += t.passed;
@@ -271,6 +271,18 @@ int cmd_verify(const Flags& flags) {
   std::printf("verify: %d passed, %d failed, %d skipped\n", total.passed, total.failed,
               total.skipped);
   return total.failed == 0 && total.passed > 0 ? 0 : 1;
+}
+
+}  // namespace
+
+void add_verify(Command& root) {
+  root.add_command("verify", "every op x format x kernel against the reference")
+      .add_int("cases", 50, "random cases per op x format x kernel", 1, 1000000)
+      .add_int("seed", 1, "seed of the case generator", 0)
+      .add_choice("op", "all",
+                  {"all", "sparse-decode", "dense-decode", "sparse-prefill", "indexer"},
+                  "only this op")
+      .set_run(run_verify);
 }
 
 }  // namespace openmla::cli

@@ -1,6 +1,7 @@
-// The openmla command line: info, demo, verify, bench.
+// The openmla command line: info, demo, verify, bench. main() builds the command tree (each
+// subcommand declares its own flags) and hands argv to the parser, which checks every argument
+// before anything runs.
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "cli_common.h"
@@ -9,13 +10,9 @@
 
 namespace openmla::cli {
 
-int cmd_verify(const Flags& flags);
-int cmd_bench(const Flags& flags);
-int cmd_demo(const Flags& flags);
-
 namespace {
 
-int cmd_info() {
+int run_info(const Args&) {
   std::printf("openmla %s\n", version());
   std::printf("cpu features: %s\n", cpu_features_string().c_str());
   std::printf("isa: host %s, effective %s (OPENMLA_MAX_ISA caps it)\n", isa_name(host_isa()),
@@ -32,46 +29,30 @@ int cmd_info() {
   return 0;
 }
 
-void usage() {
-  std::printf(
-      "usage: openmla <command> [flags]\n"
-      "  info                       version, CPU features, registered kernels\n"
-      "  demo                       DeepSeek V3.2 / V4 shaped run of the best kernels, checked\n"
-      "  verify [--cases N] [--seed S] [--op sparse-decode|dense-decode|sparse-prefill|indexer]\n"
-      "                             every op x format x kernel against the reference\n"
-      "  bench peak|sparse-decode|dense-decode|sparse-prefill|indexer [--json] [--threads T]\n"
-      "        [--impl KERNEL[,KERNEL...]] (several: calls alternate, one line each)\n"
-      "        [--iters N] [--warmup N] [--vs-ref] [--layers L] (L caches, call i on i mod L:\n"
-      "        each call reads a cache the previous calls did not warm) and shape flags:\n"
-      "        sparse-decode: --model v32|model1|bf16 --batch --seq-q --heads --topk\n"
-      "                       --extra-topk --page-size --extra-page-size --cache-tokens\n"
-      "                       --extra-cache-tokens --sink\n"
-      "        dense-decode:  --format bf16|fp16|v32|model1 --batch --seq-q --heads --heads-kv\n"
-      "                       --cache-tokens --page-size --causal --d-qk\n"
-      "        sparse-prefill: --seq-q --seq-kv --heads --heads-kv --topk --d-qk --sink\n"
-      "        indexer:       --model v32|v4 --batch --next-n --heads --dim 128 --tokens --topk\n"
-      "                       --page-size --fused (else paged_mqa_logits + indexer_topk)\n"
-      "environment: OPENMLA_VERBOSE=1|2, OPENMLA_KERNEL=name, "
-      "OPENMLA_MAX_ISA=none|avx2|avx512|amx,\n"
-      "             OPENMLA_NUM_THREADS=n, OPENMLA_PIN_THREADS=1\n");
-}
+constexpr const char* kEnvironment =
+    "environment:\n"
+    "  OPENMLA_VERBOSE=1|2            print the chosen kernel per plan (2: every rejection)\n"
+    "  OPENMLA_KERNEL=name            force a kernel (fails rather than falling back)\n"
+    "  OPENMLA_MAX_ISA=none|avx2|avx512|avx512bf16|amx  cap the instruction set\n"
+    "  OPENMLA_NUM_THREADS=n, OPENMLA_PIN_THREADS=1\n";
 
 }  // namespace
+
+void add_info(Command& root) {
+  root.add_command("info", "version, CPU features, registered kernels").set_run(run_info);
+}
+
 }  // namespace openmla::cli
 
 int main(int argc, char** argv) {
   using namespace openmla::cli;
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "help")) {
-    usage();
-    return argc < 2 ? 2 : 0;
-  }
-  const std::string cmd = argv[1];
-  const Flags flags(argc, argv, 2);
-  if (cmd == "info") return cmd_info();
-  if (cmd == "demo") return cmd_demo(flags);
-  if (cmd == "verify") return cmd_verify(flags);
-  if (cmd == "bench") return cmd_bench(flags);
-  std::fprintf(stderr, "openmla: unknown command '%s'\n", cmd.c_str());
-  usage();
-  return 2;
+  // Progress lines reach a pipe (tee, CI logs) as they are printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  Command root("openmla", "FlashMLA's attention kernels (DeepSeek V3.2 and V4) on this CPU");
+  root.set_epilog(kEnvironment);
+  add_info(root);
+  add_demo(root);
+  add_verify(root);
+  add_bench(root);
+  return root.main(argc, argv, openmla::version());
 }

@@ -42,8 +42,8 @@ def numpy_dtype(name):
         import ml_dtypes
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"openmla: NumPy arrays of {name} need the ml_dtypes package "
-            "(pip install ml_dtypes, or pip install 'openmla[numpy]')"
+            f"openmla: NumPy arrays of {name} need the ml_dtypes package, a dependency of "
+            "openmla that is missing here (pip install ml_dtypes)"
         ) from e
     return np.dtype(getattr(ml_dtypes, name))
 

@@ -129,7 +129,9 @@ TEST(Dispatch, LadderOrderAndNamesRoundTrip) {
     Isa parsed;
     ASSERT_TRUE(openmla::parse_isa(openmla::isa_name(ladder[i]), &parsed));
     EXPECT_EQ(parsed, ladder[i]);
-    if (i > 0) EXPECT_LT(ladder[i - 1], ladder[i]);
+    if (i > 0) {
+      EXPECT_LT(ladder[i - 1], ladder[i]);
+    }
   }
 }
 
