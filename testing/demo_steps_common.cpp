@@ -20,11 +20,11 @@ bool StepResult::ok() const {
 std::string format_step(const StepResult& step) {
   std::string text = step.title + "\n";
   char line[512];
-  std::snprintf(line, sizeof line, "  %-34s %-42s %9s %11s  %s\n", "stage", "kernel", "ms",
-                "max error", "check");
+  std::snprintf(line, sizeof line, "  %-34s %-42s %11s %11s  %s\n", "stage", "kernel",
+                "ms (1 call)", "max error", "check");
   text += line;
   for (const StageResult& s : step.stages) {
-    std::snprintf(line, sizeof line, "  %-34s %-42s %9.2f %11.3g  %s\n", s.stage.c_str(),
+    std::snprintf(line, sizeof line, "  %-34s %-42s %11.2f %11.3g  %s\n", s.stage.c_str(),
                   s.kernel.c_str(), s.ms, s.max_err, s.check.c_str());
     text += line;
   }
