@@ -74,13 +74,20 @@ std::vector<uint8_t> random_e4m3(int64_t n, Rng& rng) {
 
 std::vector<float> random_floats(int64_t n, Rng& rng, float scale, float shift) {
   std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = shift + scale * rng.normal();
+  uint64_t bits = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 4 == 0) bits = rng.next();
+    const int sum = static_cast<int>(bits & 0xFF) + static_cast<int>((bits >> 8) & 0xFF) - 255;
+    bits >>= 16;
+    v[i] = shift + scale * static_cast<float>(sum) * (1.0f / 104.5f);
+  }
   return v;
 }
 
 std::vector<uint16_t> random_bf16(int64_t n, Rng& rng, float scale) {
-  std::vector<uint16_t> v(static_cast<size_t>(n));
-  for (uint16_t& x : v) x = float_to_bf16(scale * rng.normal());
+  const std::vector<float> f = random_floats(n, rng, scale, 0.0f);
+  std::vector<uint16_t> v(f.size());
+  for (size_t i = 0; i < f.size(); ++i) v[i] = float_to_bf16(f[i]);
   return v;
 }
 

@@ -37,6 +37,8 @@ StageResult failed_stage(const std::string& stage, const std::string& kernel, co
 
 /// Random e4m3 codes of magnitude 2^-2 .. 2^1.875 with random signs (indexer queries).
 std::vector<uint8_t> random_e4m3(int64_t n, Rng& rng);
+/// shift + scale * x, x about unit-variance bell-shaped (a sum of two random bytes, |x| < 2.5):
+/// four values per Rng draw, as the demo fills tens of millions.
 std::vector<float> random_floats(int64_t n, Rng& rng, float scale, float shift);
 std::vector<uint16_t> random_bf16(int64_t n, Rng& rng, float scale);
 
