@@ -29,14 +29,13 @@ struct Compressor {
 
 struct V4Step {
   V4StepConfig c;
-  std::vector<int64_t> entries, pos;  ///< per request: compressed entries after the step, p
+  std::vector<int64_t> entries, pos;  ///< per request: entries after the step, new position
   demo::BlockTable xbt;               ///< extra cache and indexer cache (same page size)
   Compressor main, index;
   std::vector<float> cos_sin, weights, sink, hc_fn, hc_scale, hc_base;
   std::vector<uint8_t> window, q_index;
   std::vector<uint16_t> x, q, kv;     ///< residual streams, attention q, the new token's latent
   std::vector<int32_t> context_lens;  ///< the indexer's visible entries per request
-  TensorView context_lens_view;
   int64_t window_page_bytes = 0, extra_page_bytes = 0;
 
   int32_t state_slot(int64_t b, int64_t p) const {
@@ -61,13 +60,13 @@ struct V4Step {
     a.q = view(q_index.data(), DType::kU8, {c.batch, 1, c.index_heads, 128});
     a.kv_cache = cache_view(index, index.cache);
     a.weights = view(weights.data(), DType::kF32, {c.batch, c.index_heads});
-    a.context_lens = context_lens_view;
+    a.context_lens = view(context_lens.data(), DType::kI32, {c.batch});
     a.block_table = view(xbt.table.data(), DType::kI32, {c.batch, xbt.max_blocks});
     return a;
   }
 };
 
-/// Saves the states of positions `positions[b]` (a, z random) of every request.
+/// Saves the states (a, z random) of the tokens (req[i], positions[i]).
 Status save_states(const V4Step& s, Compressor* k, const std::vector<int64_t>& req,
                    const std::vector<int64_t>& positions, Rng& rng) {
   const int64_t n = static_cast<int64_t>(positions.size());
@@ -158,7 +157,6 @@ Status build(V4Step* s, Rng& rng) {
     s->pos.push_back(kRatio * s->entries.back() - 1);
     s->context_lens.push_back(static_cast<int32_t>(s->entries.back()));
   }
-  s->context_lens_view = view(s->context_lens.data(), DType::kI32, {c.batch});
   s->xbt = demo::make_block_table(s->entries, c.page_size, rng);
   Status st = kv_page_bytes(KvFormat::kModel1, c.page_size, kDim, 1, &s->extra_page_bytes);
   if (st.ok()) st = kv_page_bytes(KvFormat::kModel1, kSwa, kDim, 1, &s->window_page_bytes);
