@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "cli_common.h"
+#include "demo_steps.h"
 
 namespace openmla::cli {
 namespace {
@@ -135,6 +136,13 @@ int run_demo(const Args&) {
   for (const Row& r : rows) {
     std::printf("%-15s %-5s %-58s %-22s %10.2f %9.4f %11.3g  %s\n", r.op.c_str(), r.model.c_str(),
                 r.shape.c_str(), r.kernel.c_str(), r.ms, r.tflops, r.max_err, r.check.c_str());
+  }
+  progress("end-to-end decode steps: V3.2 (issue 10), V4 layer (issue 13)");
+  const testing::StepResult steps[] = {testing::run_v32_decode_step({}),
+                                       testing::run_v4_decode_step({})};
+  for (const testing::StepResult& step : steps) {
+    std::printf("\n%s", testing::format_step(step).c_str());
+    ok &= step.ok();
   }
   std::printf("\ndemo finished in %.1f s: %s\n", now_seconds() - start,
               ok ? "all results match the reference" : "FAILURES above");
