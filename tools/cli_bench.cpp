@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 
+#include "cli_bench_v4.h"
 #include "core/thread_pool.h"
 #include "indexer_cases.h"
 #include "probes/peak_probe.h"
@@ -463,6 +464,9 @@ Command& add_bench(Command& root) {
   add_bench_dense_decode(bench);
   add_bench_sparse_prefill(bench);
   add_bench_indexer(bench);
+  add_bench_compressor(bench);
+  add_bench_mhc(bench);
+  add_bench_engram(bench);
   return bench;
 }
 

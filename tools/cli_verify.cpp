@@ -4,12 +4,13 @@
 // counted as skipped). The reference itself is also cross-checked: an FP8 cache must give
 // bit-identical results to its dequantised BF16 copy. The indexer's paged logits and fused top-k
 // run random kFp8 / kFp4 cases (testing/indexer_cases.h: NaN bytes in every unseen slot) against
-// the reference logits.
+// the reference logits. The V4 blocks (compressor, mHC, Engram gate): cli_verify_v4.cpp.
 #include <cstdio>
 #include <functional>
 #include <utility>
 
 #include "cli_common.h"
+#include "cli_verify_v4.h"
 #include "indexer_cases.h"
 #include "openmla/kv_cache.h"
 
@@ -268,6 +269,11 @@ int run_verify(const Args& args) {
     for (IndexerKeyFormat format : {IndexerKeyFormat::kFp8, IndexerKeyFormat::kFp4})
       add(verify_indexer(format, std::max(1, cases / 5), seed));
   }
+  for (const char* block : {"compressor", "mhc", "engram"}) {
+    if (!only.empty() && only != block) continue;
+    const VerifyTally t = verify_v4_block(block, cases, seed);
+    add({t.passed, t.failed, t.skipped});
+  }
   std::printf("verify: %d passed, %d failed, %d skipped\n", total.passed, total.failed,
               total.skipped);
   return total.failed == 0 && total.passed > 0 ? 0 : 1;
@@ -280,7 +286,8 @@ void add_verify(Command& root) {
       .add_int("cases", 50, "random cases per op x format x kernel", 1, 1000000)
       .add_int("seed", 1, "seed of the case generator", 0)
       .add_choice("op", "all",
-                  {"all", "sparse-decode", "dense-decode", "sparse-prefill", "indexer"},
+                  {"all", "sparse-decode", "dense-decode", "sparse-prefill", "indexer",
+                   "compressor", "mhc", "engram"},
                   "only this op")
       .set_run(run_verify);
 }

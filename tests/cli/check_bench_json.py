@@ -15,9 +15,19 @@ SHAPE_KEYS = {
     "sparse_decode": ["model", "batch", "seq_q", "heads_q", "topk", "extra_topk", "page_size"],
     "dense_decode": ["format", "batch", "seq_q", "heads_q", "heads_kv", "cache_tokens", "topk"],
     "sparse_prefill": ["format", "batch", "seq_q", "heads_q", "heads_kv", "seq_kv", "topk"],
+    "compressor": ["ratio", "head_dim", "cache", "prefill", "tokens", "entries", "page_size"],
+    "mhc_pre": ["stage", "tokens", "hidden", "streams", "sinkhorn_iters"],
+    "mhc_post": ["stage", "tokens", "hidden", "streams"],
+    "mhc_head": ["stage", "tokens", "hidden", "streams"],
+    "engram_gate": ["stage", "tokens", "hidden", "streams"],
+    "engram_hash": ["stage", "tokens", "orders", "heads"],
+    "engram_embed": ["stage", "tokens", "orders", "heads", "dim", "rows"],
 }
+# Engram's hash and row gather are plain calls, not dispatched ops: the kernel is the op's name.
+UNDISPATCHED = {"engram_hash", "engram_embed"}
 RESULT_KEYS = ["op", "kernel", "threads", "us", "us_min", "tflops", "gbps", "peak_isa",
-               "peak_tflops", "peak_gbps", "frac_of_peak", "layers", "peak_tflops_best"]
+               "peak_tflops", "peak_gbps", "frac_of_peak", "layers", "peak_tflops_best", "bound", "frac_of_matmul_peak",
+               "frac_of_bandwidth"]
 # The matmul instructions the peak probes run, best first (tools/probes/peak_probe.h).
 PEAK_ISAS = ["amx_bf16", "avx512_bf16", "avx512_fma", "avx2_fma", "scalar"]
 
@@ -35,7 +45,10 @@ def check_lines(lines, op, kernels, layers):
         assert line["op"] == op, line
         if kernel:
             assert line["kernel"] == kernel, (kernel, line)
-        assert line["kernel"].startswith(op + "."), line
+        if op in UNDISPATCHED:
+            assert line["kernel"] == op, line
+        else:
+            assert line["kernel"].startswith(op + "."), line
         assert line["layers"] == layers, line
         assert line["threads"] == 1, line
         assert 0 < line["us_min"] <= line["us"], line
@@ -49,6 +62,33 @@ def check_lines(lines, op, kernels, layers):
         want = frac_matmul if op == "sparse_decode" else max(frac_matmul, frac_bw)
         # All four numbers carry 6 significant digits, so the printed ratio holds to ~1e-5.
         assert math.isclose(line["frac_of_peak"], want, rel_tol=1e-4), line
+        assert line["bound"] in ("memory", "compute"), line
+        assert op != "sparse_decode" or line["bound"] == "compute", line
+
+
+def check_v4_blocks(binary):
+    """The V4 block ops on tiny shapes: keys, --impl, --layers and --vs-ref."""
+    lines = run(binary, ["compressor", "--ratio", "4", "--tokens", "3", "--cache", "bf16",
+                         "--impl", "compressor.ref,", "--vs-ref"] + COMMON)
+    check_lines(lines, "compressor", ["compressor.ref", ""], 1)
+    assert lines[0]["entries"] == 3 and lines[0]["cache"] == "bf16", lines
+    assert all(line["ref_us"] > 0 and line["speedup_vs_ref"] > 0 for line in lines), lines
+    lines = run(binary, ["compressor", "--ratio", "128", "--tokens", "130", "--prefill"] + COMMON)
+    check_lines(lines, "compressor", [""], 1)
+    assert lines[0]["entries"] == 1 and lines[0]["prefill"] is True, lines
+    for stage in ["pre", "post", "head"]:
+        lines = run(binary, ["mhc", "--stage", stage, "--tokens", "2", "--hidden", "64",
+                             "--sinkhorn-iters", "3", "--layers", "2"] + COMMON)
+        check_lines(lines, "mhc_" + stage, [""], 2)
+        assert lines[0]["stage"] == stage and lines[0]["streams"] == 4, lines
+    lines = run(binary, ["engram", "--tokens", "2", "--hidden", "64",
+                         "--impl", "engram_gate.ref"] + COMMON)
+    check_lines(lines, "engram_gate", ["engram_gate.ref"], 1)
+    for stage in ["hash", "embed"]:
+        lines = run(binary, ["engram", "--stage", stage, "--tokens", "4", "--rows", "100",
+                             "--dim", "16"] + COMMON)
+        check_lines(lines, "engram_" + stage, ["engram_" + stage], 1)
+        assert lines[0]["tflops"] == 0 and lines[0]["gbps"] > 0, lines
 
 
 def main():
@@ -86,6 +126,7 @@ def main():
                          "--topk", "64", "--d-qk", "576", "--impl", ",sparse_prefill.ref"]
                 + COMMON)
     check_lines(lines, "sparse_prefill", ["", "sparse_prefill.ref"], 1)
+    check_v4_blocks(binary)
     print("bench JSON contract: ok")
 
 
