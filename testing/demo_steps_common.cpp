@@ -34,20 +34,6 @@ std::string format_step(const StepResult& step) {
 
 namespace demo {
 
-TensorView view(const void* data, DType dtype, std::vector<int64_t> shape) {
-  TensorView t;
-  t.data = const_cast<void*>(data);
-  t.dtype = dtype;
-  t.ndim = static_cast<int32_t>(shape.size());
-  int64_t stride = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    t.shape[d] = shape[d];
-    t.stride[d] = stride;
-    stride *= shape[d];
-  }
-  return t;
-}
-
 Options options(const char* kernel, int threads) {
   Options o;
   o.kernel = kernel;
@@ -125,8 +111,8 @@ TopkRun run_fused_topk(const PagedMqaLogitsArgs& logits_args, int64_t topk, cons
   r.lengths.assign(static_cast<size_t>(batch), 0);
   PagedIndexerTopkArgs a;
   a.logits_args = logits_args;
-  a.indices = view(r.indices.data(), DType::kI32, {batch, 1, topk});
-  a.topk_length = view(r.lengths.data(), DType::kI32, {batch, 1});
+  a.indices = tensor_view(r.indices.data(), DType::kI32, {batch, 1, topk});
+  a.topk_length = tensor_view(r.lengths.data(), DType::kI32, {batch, 1});
   Plan plan;
   r.status = plan_paged_indexer_topk(a, options(kernel, threads), &plan);
   if (!r.status.ok()) return r;
@@ -290,8 +276,8 @@ DecodeRun run_decode(SparseDecodeArgs args, const char* kernel, int threads) {
   const int64_t batch = args.q.shape[0], heads = args.q.shape[2];
   r.out.assign(static_cast<size_t>(batch * heads * args.head_dim_v), 0);
   r.lse.assign(static_cast<size_t>(batch * heads), 0.0f);
-  args.out = view(r.out.data(), DType::kBF16, {batch, 1, heads, args.head_dim_v});
-  args.lse = view(r.lse.data(), DType::kF32, {batch, heads, 1});
+  args.out = tensor_view(r.out.data(), DType::kBF16, {batch, 1, heads, args.head_dim_v});
+  args.lse = tensor_view(r.lse.data(), DType::kF32, {batch, heads, 1});
   Plan plan;
   r.status = plan_sparse_decode(args, options(kernel, threads), &plan);
   if (!r.status.ok()) return r;

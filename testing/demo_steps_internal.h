@@ -14,9 +14,6 @@
 
 namespace openmla::testing::demo {
 
-/// Contiguous view of a vector's data.
-TensorView view(const void* data, DType dtype, std::vector<int64_t> shape);
-
 Options options(const char* kernel, int threads);
 
 /// Wall-clock stopwatch in milliseconds.

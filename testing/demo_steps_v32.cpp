@@ -9,8 +9,6 @@
 namespace openmla::testing {
 namespace {
 
-using demo::view;
-
 constexpr int64_t kV32Bytes = 656, kIndexBytes = 132, kV32Dim = 576;
 
 struct V32Step {
@@ -24,12 +22,13 @@ struct V32Step {
 
   PagedMqaLogitsArgs logits_args() const {
     PagedMqaLogitsArgs a;
-    a.q = view(q_index.data(), DType::kU8, {c.batch, 1, c.index_heads, 128});
-    a.kv_cache = view(index_cache.data(), DType::kU8, {bt.num_blocks, c.page_size, 1, kIndexBytes});
+    a.q = tensor_view(q_index.data(), DType::kU8, {c.batch, 1, c.index_heads, 128});
+    a.kv_cache =
+        tensor_view(index_cache.data(), DType::kU8, {bt.num_blocks, c.page_size, 1, kIndexBytes});
     a.format = IndexerKeyFormat::kFp8;
-    a.weights = view(weights.data(), DType::kF32, {c.batch, c.index_heads});
-    a.context_lens = view(context_lens.data(), DType::kI32, {c.batch});
-    a.block_table = view(bt.table.data(), DType::kI32, {c.batch, bt.max_blocks});
+    a.weights = tensor_view(weights.data(), DType::kF32, {c.batch, c.index_heads});
+    a.context_lens = tensor_view(context_lens.data(), DType::kI32, {c.batch});
+    a.block_table = tensor_view(bt.table.data(), DType::kI32, {c.batch, bt.max_blocks});
     return a;
   }
 };
@@ -41,15 +40,17 @@ Status write_request(V32Step* s, int64_t b, Rng& rng) {
   std::vector<int32_t> slots(static_cast<size_t>(len));
   for (int64_t p = 0; p < len; ++p) slots[p] = s->bt.slot(b, p);
   const std::vector<float> keys = demo::random_floats(len * 128, rng, 1.0f, 0.0f);
-  const TensorView slot_view = view(slots.data(), DType::kI32, {len});
-  Status st = indexer_write_keys(
-      view(keys.data(), DType::kF32, {len, 128}), slot_view, IndexerKeyFormat::kFp8,
-      view(s->index_cache.data(), DType::kU8, {s->bt.num_blocks, s->c.page_size, 1, kIndexBytes}));
+  const TensorView slot_view = tensor_view(slots.data(), DType::kI32, {len});
+  Status st = indexer_write_keys(tensor_view(keys.data(), DType::kF32, {len, 128}), slot_view,
+                                 IndexerKeyFormat::kFp8,
+                                 tensor_view(s->index_cache.data(), DType::kU8,
+                                             {s->bt.num_blocks, s->c.page_size, 1, kIndexBytes}));
   if (!st.ok()) return st;
   const std::vector<uint16_t> latents = demo::random_bf16(len * kV32Dim, rng, 0.1f);
-  return write_kv_tokens(
-      view(latents.data(), DType::kBF16, {len, kV32Dim}), slot_view, KvFormat::kV32,
-      view(s->kv_cache.data(), DType::kU8, {s->bt.num_blocks, s->c.page_size, 1, kV32Bytes}));
+  return write_kv_tokens(tensor_view(latents.data(), DType::kBF16, {len, kV32Dim}), slot_view,
+                         KvFormat::kV32,
+                         tensor_view(s->kv_cache.data(), DType::kU8,
+                                     {s->bt.num_blocks, s->c.page_size, 1, kV32Bytes}));
 }
 
 Status build(V32Step* s, Rng& rng) {
@@ -79,7 +80,7 @@ demo::TopkRun run_unfused(const V32Step& s) {
   const int64_t max_len = *std::max_element(s.lengths.begin(), s.lengths.end());
   std::vector<float> logits(static_cast<size_t>(c.batch * max_len));
   PagedMqaLogitsArgs la = s.logits_args();
-  la.logits = view(logits.data(), DType::kF32, {c.batch, max_len});
+  la.logits = tensor_view(logits.data(), DType::kF32, {c.batch, max_len});
   Plan plan;
   r.status = plan_paged_mqa_logits(la, demo::options(nullptr, c.threads), &plan);
   if (!r.status.ok()) return r;
@@ -94,8 +95,8 @@ demo::TopkRun run_unfused(const V32Step& s) {
   ta.ends = la.context_lens;
   ta.block_table = la.block_table;
   ta.page_size = c.page_size;
-  ta.indices = view(r.indices.data(), DType::kI32, {c.batch, c.topk});
-  ta.topk_length = view(r.lengths.data(), DType::kI32, {c.batch});
+  ta.indices = tensor_view(r.indices.data(), DType::kI32, {c.batch, c.topk});
+  ta.topk_length = tensor_view(r.lengths.data(), DType::kI32, {c.batch});
   r.status = indexer_topk(ta, demo::options(nullptr, c.threads));
   r.ms = watch.ms();
   return r;
@@ -104,10 +105,11 @@ demo::TopkRun run_unfused(const V32Step& s) {
 SparseDecodeArgs decode_args(const V32Step& s, const demo::TopkRun& topk) {
   const V32StepConfig& c = s.c;
   SparseDecodeArgs a;
-  a.q = view(s.q.data(), DType::kBF16, {c.batch, 1, c.heads_q, kV32Dim});
-  a.kv_cache = view(s.kv_cache.data(), DType::kU8, {s.bt.num_blocks, c.page_size, 1, kV32Bytes});
-  a.indices = view(topk.indices.data(), DType::kI32, {c.batch, 1, c.topk});
-  a.topk_length = view(topk.lengths.data(), DType::kI32, {c.batch});
+  a.q = tensor_view(s.q.data(), DType::kBF16, {c.batch, 1, c.heads_q, kV32Dim});
+  a.kv_cache =
+      tensor_view(s.kv_cache.data(), DType::kU8, {s.bt.num_blocks, c.page_size, 1, kV32Bytes});
+  a.indices = tensor_view(topk.indices.data(), DType::kI32, {c.batch, 1, c.topk});
+  a.topk_length = tensor_view(topk.lengths.data(), DType::kI32, {c.batch});
   return a;
 }
 

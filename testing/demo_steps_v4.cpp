@@ -14,8 +14,6 @@
 namespace openmla::testing {
 namespace {
 
-using demo::view;
-
 constexpr int64_t kRatio = 4, kWindow = 8, kSwa = 128, kDim = 512, kIndexDim = 128;
 
 /// One compressor (main: head dim 512 into the MODEL1 extra cache; indexer keys: 128 into the
@@ -50,18 +48,18 @@ struct V4Step {
   }
   TensorView cache_view(const Compressor& k, const std::vector<uint8_t>& bytes) const {
     if (k.d == kIndexDim)
-      return view(bytes.data(), DType::kU8, {xbt.num_blocks, c.page_size, 1, 132});
+      return tensor_view(bytes.data(), DType::kU8, {xbt.num_blocks, c.page_size, 1, 132});
     return make_strided_tensor(const_cast<uint8_t*>(bytes.data()), DType::kU8,
                                {xbt.num_blocks, c.page_size, 1, 584},
                                {extra_page_bytes, 584, 584, 1});
   }
   PagedMqaLogitsArgs logits_args() const {
     PagedMqaLogitsArgs a;
-    a.q = view(q_index.data(), DType::kU8, {c.batch, 1, c.index_heads, 128});
+    a.q = tensor_view(q_index.data(), DType::kU8, {c.batch, 1, c.index_heads, 128});
     a.kv_cache = cache_view(index, index.cache);
-    a.weights = view(weights.data(), DType::kF32, {c.batch, c.index_heads});
-    a.context_lens = view(context_lens.data(), DType::kI32, {c.batch});
-    a.block_table = view(xbt.table.data(), DType::kI32, {c.batch, xbt.max_blocks});
+    a.weights = tensor_view(weights.data(), DType::kF32, {c.batch, c.index_heads});
+    a.context_lens = tensor_view(context_lens.data(), DType::kI32, {c.batch});
+    a.block_table = tensor_view(xbt.table.data(), DType::kI32, {c.batch, xbt.max_blocks});
     return a;
   }
 };
@@ -79,12 +77,12 @@ Status save_states(const V4Step& s, Compressor* k, const std::vector<int64_t>& r
     pos32[i] = static_cast<int32_t>(positions[i]);
   }
   CompressorSaveStatesArgs sa;
-  sa.kv = view(a.data(), DType::kF32, {n, k->width()});
-  sa.score = view(z.data(), DType::kF32, {n, k->width()});
-  sa.ape = view(k->ape.data(), DType::kF32, {kRatio, k->width()});
-  sa.positions = view(pos32.data(), DType::kI32, {n});
-  sa.state_cache = view(k->state.data(), DType::kF32, {s.c.batch, kWindow, 2 * k->width()});
-  sa.slot_mapping = view(slots.data(), DType::kI32, {n});
+  sa.kv = tensor_view(a.data(), DType::kF32, {n, k->width()});
+  sa.score = tensor_view(z.data(), DType::kF32, {n, k->width()});
+  sa.ape = tensor_view(k->ape.data(), DType::kF32, {kRatio, k->width()});
+  sa.positions = tensor_view(pos32.data(), DType::kI32, {n});
+  sa.state_cache = tensor_view(k->state.data(), DType::kF32, {s.c.batch, kWindow, 2 * k->width()});
+  sa.slot_mapping = tensor_view(slots.data(), DType::kI32, {n});
   return compressor_save_states(sa, demo::options(nullptr, s.c.threads));
 }
 
@@ -105,11 +103,11 @@ Status write_history(V4Step* s, Rng& rng) {
   const int64_t n = static_cast<int64_t>(slots.size());
   const std::vector<uint16_t> latents = demo::random_bf16(n * kDim, rng, 1.0f);
   const std::vector<float> keys = demo::random_floats(n * kIndexDim, rng, 1.0f, 0.0f);
-  const TensorView sv = view(slots.data(), DType::kI32, {n});
-  Status st = write_kv_tokens(view(latents.data(), DType::kBF16, {n, kDim}), sv, KvFormat::kModel1,
-                              s->cache_view(s->main, s->main.cache));
+  const TensorView sv = tensor_view(slots.data(), DType::kI32, {n});
+  Status st = write_kv_tokens(tensor_view(latents.data(), DType::kBF16, {n, kDim}), sv,
+                              KvFormat::kModel1, s->cache_view(s->main, s->main.cache));
   if (st.ok())
-    st = indexer_write_keys(view(keys.data(), DType::kF32, {n, kIndexDim}), sv,
+    st = indexer_write_keys(tensor_view(keys.data(), DType::kF32, {n, kIndexDim}), sv,
                             IndexerKeyFormat::kFp8, s->cache_view(s->index, s->index.cache));
   std::vector<int64_t> req, positions;
   for (int64_t b = 0; b < s->c.batch; ++b)
@@ -130,8 +128,9 @@ Status write_window_history(V4Step* s, Rng& rng) {
       slots.push_back(s->window_slot(b, p));
   const int64_t n = static_cast<int64_t>(slots.size());
   const std::vector<uint16_t> latents = demo::random_bf16(n * kDim, rng, 1.0f);
-  return write_kv_tokens(view(latents.data(), DType::kBF16, {n, kDim}),
-                         view(slots.data(), DType::kI32, {n}), KvFormat::kModel1, s->window_view());
+  return write_kv_tokens(tensor_view(latents.data(), DType::kBF16, {n, kDim}),
+                         tensor_view(slots.data(), DType::kI32, {n}), KvFormat::kModel1,
+                         s->window_view());
 }
 
 void init_inputs(V4Step* s, Rng& rng) {
@@ -166,9 +165,9 @@ Status build(V4Step* s, Rng& rng) {
   init_compressor(s, &s->index, kIndexDim, rng);
   s->cos_sin.resize(
       static_cast<size_t>((*std::max_element(s->pos.begin(), s->pos.end()) + 1) * 64));
-  st = compressor_rope_table(
-      160000.0, 16.0, 65536, 32.0, 1.0,
-      view(s->cos_sin.data(), DType::kF32, {static_cast<int64_t>(s->cos_sin.size() / 64), 64}));
+  st = compressor_rope_table(160000.0, 16.0, 65536, 32.0, 1.0,
+                             tensor_view(s->cos_sin.data(), DType::kF32,
+                                         {static_cast<int64_t>(s->cos_sin.size() / 64), 64}));
   if (st.ok()) st = write_history(s, rng);
   if (st.ok()) st = write_window_history(s, rng);
   init_inputs(s, rng);
@@ -190,13 +189,13 @@ MhcRun run_pre(const V4Step& s, const char* kernel) {
   r.post.assign(static_cast<size_t>(c.batch * c.hc), 0.0f);
   r.comb.assign(static_cast<size_t>(c.batch * c.hc * c.hc), 0.0f);
   MhcPreArgs a;
-  a.x = view(s.x.data(), DType::kBF16, {c.batch, c.hc, c.hidden});
-  a.hc_fn = view(s.hc_fn.data(), DType::kF32, {(2 + c.hc) * c.hc, c.hc * c.hidden});
-  a.hc_scale = view(s.hc_scale.data(), DType::kF32, {3});
-  a.hc_base = view(s.hc_base.data(), DType::kF32, {(2 + c.hc) * c.hc});
-  a.y = view(r.y.data(), DType::kBF16, {c.batch, c.hidden});
-  a.post = view(r.post.data(), DType::kF32, {c.batch, c.hc});
-  a.comb = view(r.comb.data(), DType::kF32, {c.batch, c.hc, c.hc});
+  a.x = tensor_view(s.x.data(), DType::kBF16, {c.batch, c.hc, c.hidden});
+  a.hc_fn = tensor_view(s.hc_fn.data(), DType::kF32, {(2 + c.hc) * c.hc, c.hc * c.hidden});
+  a.hc_scale = tensor_view(s.hc_scale.data(), DType::kF32, {3});
+  a.hc_base = tensor_view(s.hc_base.data(), DType::kF32, {(2 + c.hc) * c.hc});
+  a.y = tensor_view(r.y.data(), DType::kBF16, {c.batch, c.hidden});
+  a.post = tensor_view(r.post.data(), DType::kF32, {c.batch, c.hc});
+  a.comb = tensor_view(r.comb.data(), DType::kF32, {c.batch, c.hc, c.hc});
   Plan plan;
   r.status = plan_mhc_pre(a, demo::options(kernel, c.threads), &plan);
   if (!r.status.ok()) return r;
@@ -214,11 +213,11 @@ MhcRun run_post(const V4Step& s, const std::vector<uint16_t>& f, const MhcRun& p
   MhcRun r;
   r.out.assign(static_cast<size_t>(c.batch * c.hc * c.hidden), 0);
   MhcPostArgs a;
-  a.x = view(f.data(), DType::kBF16, {c.batch, c.hidden});
-  a.residual = view(s.x.data(), DType::kBF16, {c.batch, c.hc, c.hidden});
-  a.post = view(pre.post.data(), DType::kF32, {c.batch, c.hc});
-  a.comb = view(pre.comb.data(), DType::kF32, {c.batch, c.hc, c.hc});
-  a.out = view(r.out.data(), DType::kBF16, {c.batch, c.hc, c.hidden});
+  a.x = tensor_view(f.data(), DType::kBF16, {c.batch, c.hidden});
+  a.residual = tensor_view(s.x.data(), DType::kBF16, {c.batch, c.hc, c.hidden});
+  a.post = tensor_view(pre.post.data(), DType::kF32, {c.batch, c.hc});
+  a.comb = tensor_view(pre.comb.data(), DType::kF32, {c.batch, c.hc, c.hc});
+  a.out = tensor_view(r.out.data(), DType::kBF16, {c.batch, c.hc, c.hidden});
   Plan plan;
   r.status = plan_mhc_post(a, demo::options(kernel, c.threads), &plan);
   if (!r.status.ok()) return r;
@@ -257,13 +256,13 @@ Status run_store(const V4Step& s, const Compressor& k, std::vector<uint8_t>* cac
     kv_slots.push_back(s.xbt.slot(b, s.entries[b] - 1));
   }
   CompressorStoreArgs a;
-  a.state_cache = view(k.state.data(), DType::kF32, {c.batch, kWindow, 2 * k.width()});
-  a.gather_slots = view(gather.data(), DType::kI32, {c.batch, kWindow});
-  a.positions = view(positions.data(), DType::kI32, {c.batch});
-  a.kv_slot_mapping = view(kv_slots.data(), DType::kI32, {c.batch});
-  a.rms_norm_weight = view(k.weight.data(), DType::kF32, {k.d});
+  a.state_cache = tensor_view(k.state.data(), DType::kF32, {c.batch, kWindow, 2 * k.width()});
+  a.gather_slots = tensor_view(gather.data(), DType::kI32, {c.batch, kWindow});
+  a.positions = tensor_view(positions.data(), DType::kI32, {c.batch});
+  a.kv_slot_mapping = tensor_view(kv_slots.data(), DType::kI32, {c.batch});
+  a.rms_norm_weight = tensor_view(k.weight.data(), DType::kF32, {k.d});
   a.cos_sin_cache =
-      view(s.cos_sin.data(), DType::kF32, {static_cast<int64_t>(s.cos_sin.size() / 64), 64});
+      tensor_view(s.cos_sin.data(), DType::kF32, {static_cast<int64_t>(s.cos_sin.size() / 64), 64});
   a.kv_cache = s.cache_view(k, *cache);
   a.compress_ratio = kRatio;
   Plan plan;
@@ -284,11 +283,11 @@ Status dequantize(const V4Step& s, const Compressor& k, const std::vector<uint8_
   if (k.d == kIndexDim)
     return indexer_dequantize_cache(
         s.cache_view(k, cache), IndexerKeyFormat::kFp8,
-        view(values->data(), DType::kF32, {s.xbt.num_blocks, s.c.page_size, kIndexDim}));
+        tensor_view(values->data(), DType::kF32, {s.xbt.num_blocks, s.c.page_size, kIndexDim}));
   std::vector<uint16_t> bf(static_cast<size_t>(slots * k.d));
   const Status st = dequantize_kv_cache(
       s.cache_view(k, cache), KvFormat::kModel1,
-      view(bf.data(), DType::kBF16, {s.xbt.num_blocks, s.c.page_size, 1, kDim}));
+      tensor_view(bf.data(), DType::kBF16, {s.xbt.num_blocks, s.c.page_size, 1, kDim}));
   for (size_t i = 0; i < bf.size(); ++i) (*values)[i] = bf16_to_float(bf[i]);
   return st;
 }
@@ -356,8 +355,8 @@ StageResult compressor_stage(const std::string& stage, V4Step* s, Compressor* k,
 Status write_window_token(const V4Step& s) {
   std::vector<int32_t> slots;
   for (int64_t b = 0; b < s.c.batch; ++b) slots.push_back(s.window_slot(b, s.pos[b]));
-  return write_kv_tokens(view(s.kv.data(), DType::kBF16, {s.c.batch, kDim}),
-                         view(slots.data(), DType::kI32, {s.c.batch}), KvFormat::kModel1,
+  return write_kv_tokens(tensor_view(s.kv.data(), DType::kBF16, {s.c.batch, kDim}),
+                         tensor_view(slots.data(), DType::kI32, {s.c.batch}), KvFormat::kModel1,
                          s.window_view());
 }
 
@@ -375,14 +374,14 @@ SparseDecodeArgs decode_args(const V4Step& s, const std::vector<int32_t>& idx,
                              const std::vector<int32_t>& len, const demo::TopkRun& topk) {
   const V4StepConfig& c = s.c;
   SparseDecodeArgs a;
-  a.q = view(s.q.data(), DType::kBF16, {c.batch, 1, c.heads_q, kDim});
+  a.q = tensor_view(s.q.data(), DType::kBF16, {c.batch, 1, c.heads_q, kDim});
   a.kv_cache = s.window_view();
-  a.indices = view(idx.data(), DType::kI32, {c.batch, 1, kSwa});
-  a.topk_length = view(len.data(), DType::kI32, {c.batch});
-  a.attn_sink = view(s.sink.data(), DType::kF32, {c.heads_q});
+  a.indices = tensor_view(idx.data(), DType::kI32, {c.batch, 1, kSwa});
+  a.topk_length = tensor_view(len.data(), DType::kI32, {c.batch});
+  a.attn_sink = tensor_view(s.sink.data(), DType::kF32, {c.heads_q});
   a.extra_kv_cache = s.cache_view(s.main, s.main.cache);
-  a.extra_indices = view(topk.indices.data(), DType::kI32, {c.batch, 1, c.topk});
-  a.extra_topk_length = view(topk.lengths.data(), DType::kI32, {c.batch});
+  a.extra_indices = tensor_view(topk.indices.data(), DType::kI32, {c.batch, 1, c.topk});
+  a.extra_topk_length = tensor_view(topk.lengths.data(), DType::kI32, {c.batch});
   return a;
 }
 

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "core/dtype.h"
+#include "tensors.h"
 
 namespace openmla::testing {
 namespace {
@@ -51,21 +52,6 @@ double magnitude(const IndexerCase& c, int64_t b, int64_t j, int64_t s) {
   return m * scale;
 }
 
-TensorView view(const void* data, DType dtype, std::vector<int64_t> shape,
-                std::vector<int64_t> stride = {}) {
-  TensorView t;
-  t.data = const_cast<void*>(data);
-  t.dtype = dtype;
-  t.ndim = static_cast<int32_t>(shape.size());
-  int64_t s = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    t.shape[d] = shape[d];
-    t.stride[d] = stride.empty() ? s : stride[d];
-    s *= shape[d];
-  }
-  return t;
-}
-
 Options options(const std::string& kernel, int threads) {
   Options o;
   o.kernel = kernel.empty() ? nullptr : kernel.c_str();
@@ -89,14 +75,14 @@ int64_t IndexerCase::scored_keys() const {
 PagedMqaLogitsArgs IndexerCase::logits_args(float* logits) const {
   const IndexerConfig& g = config;
   PagedMqaLogitsArgs a;
-  a.q = view(q.data(), DType::kU8, {g.batch, g.next_n, g.heads, 128});
-  a.kv_cache = view(cache.data(), DType::kU8, {num_blocks, g.page_size, 1, bytes_per_token},
-                    {block_stride, bytes_per_token, bytes_per_token, 1});
+  a.q = tensor_view(q.data(), DType::kU8, {g.batch, g.next_n, g.heads, 128});
+  a.kv_cache = tensor_view(cache.data(), DType::kU8, {num_blocks, g.page_size, 1, bytes_per_token},
+                           {block_stride, bytes_per_token, bytes_per_token, 1});
   a.format = g.format;
-  a.weights = view(weights.data(), DType::kF32, {g.batch * g.next_n, g.heads});
-  a.context_lens = view(context_lens.data(), DType::kI32, {g.batch});
-  a.block_table = view(block_table.data(), DType::kI32, {g.batch, max_blocks});
-  if (logits) a.logits = view(logits, DType::kF32, {g.batch * g.next_n, max_len});
+  a.weights = tensor_view(weights.data(), DType::kF32, {g.batch * g.next_n, g.heads});
+  a.context_lens = tensor_view(context_lens.data(), DType::kI32, {g.batch});
+  a.block_table = tensor_view(block_table.data(), DType::kI32, {g.batch, max_blocks});
+  if (logits) a.logits = tensor_view(logits, DType::kF32, {g.batch * g.next_n, max_len});
   return a;
 }
 
@@ -180,8 +166,8 @@ IndexerRun run_indexer_topk(const IndexerCase& c, const std::string& kernel, int
   r.lengths.assign(static_cast<size_t>(g.batch * g.next_n), 0);
   PagedIndexerTopkArgs a;
   a.logits_args = c.logits_args(nullptr);
-  a.indices = view(r.indices.data(), DType::kI32, {g.batch, g.next_n, g.topk});
-  a.topk_length = view(r.lengths.data(), DType::kI32, {g.batch, g.next_n});
+  a.indices = tensor_view(r.indices.data(), DType::kI32, {g.batch, g.next_n, g.topk});
+  a.topk_length = tensor_view(r.lengths.data(), DType::kI32, {g.batch, g.next_n});
   Plan plan;
   r.status = plan_paged_indexer_topk(a, options(kernel, threads), &plan);
   if (!r.status.ok()) return r;

@@ -32,6 +32,21 @@ int64_t OwnedTensor::offset(std::initializer_list<int64_t> index) const {
   return off;
 }
 
+TensorView tensor_view(const void* data, DType dtype, const std::vector<int64_t>& shape,
+                       const std::vector<int64_t>& stride) {
+  TensorView t;
+  t.data = const_cast<void*>(data);
+  t.dtype = dtype;
+  t.ndim = static_cast<int32_t>(shape.size());
+  int64_t contiguous = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    t.shape[d] = shape[d];
+    t.stride[d] = stride.empty() ? contiguous : stride[d];
+    contiguous *= shape[d];
+  }
+  return t;
+}
+
 OwnedTensor make_owned_strided(DType dtype, const std::vector<int64_t>& shape,
                                const std::vector<int64_t>& stride, int64_t storage_elements) {
   OwnedTensor t;

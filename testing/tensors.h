@@ -44,6 +44,11 @@ OwnedTensor make_owned(DType dtype, const std::vector<int64_t>& shape, bool non_
 OwnedTensor make_owned_strided(DType dtype, const std::vector<int64_t>& shape,
                                const std::vector<int64_t>& stride, int64_t storage_elements);
 
+/// A view of `data` with `shape`; row-major contiguous strides unless `stride` (in elements) is
+/// given. The view does not own the data.
+TensorView tensor_view(const void* data, DType dtype, const std::vector<int64_t>& shape,
+                       const std::vector<int64_t>& stride = {});
+
 /// Reads a bf16 / fp16 / f32 tensor in logical row-major order as floats.
 std::vector<float> to_float_vector(const TensorView& t);
 

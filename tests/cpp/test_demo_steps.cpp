@@ -78,19 +78,20 @@ struct TinyIndexer {
   std::vector<int32_t> lens = {16}, table = {0};
   openmla::PagedMqaLogitsArgs args;
   TinyIndexer() {
-    using openmla::testing::demo::view;
+    using openmla::testing::tensor_view;
     const std::vector<float> keys = openmla::testing::demo::random_floats(16 * 128, rng, 1, 0);
     std::vector<int32_t> slots(16);
     for (int i = 0; i < 16; ++i) slots[i] = i;
-    args.q = view(q.data(), openmla::DType::kU8, {1, 1, 2, 128});
-    args.kv_cache = view(cache.data(), openmla::DType::kU8, {1, 16, 1, 132});
-    args.weights = view(weights.data(), openmla::DType::kF32, {1, 2});
-    args.context_lens = view(lens.data(), openmla::DType::kI32, {1});
-    args.block_table = view(table.data(), openmla::DType::kI32, {1, 1});
-    EXPECT_TRUE(openmla::indexer_write_keys(view(keys.data(), openmla::DType::kF32, {16, 128}),
-                                            view(slots.data(), openmla::DType::kI32, {16}),
-                                            openmla::IndexerKeyFormat::kFp8, args.kv_cache)
-                    .ok());
+    args.q = tensor_view(q.data(), openmla::DType::kU8, {1, 1, 2, 128});
+    args.kv_cache = tensor_view(cache.data(), openmla::DType::kU8, {1, 16, 1, 132});
+    args.weights = tensor_view(weights.data(), openmla::DType::kF32, {1, 2});
+    args.context_lens = tensor_view(lens.data(), openmla::DType::kI32, {1});
+    args.block_table = tensor_view(table.data(), openmla::DType::kI32, {1, 1});
+    EXPECT_TRUE(
+        openmla::indexer_write_keys(tensor_view(keys.data(), openmla::DType::kF32, {16, 128}),
+                                    tensor_view(slots.data(), openmla::DType::kI32, {16}),
+                                    openmla::IndexerKeyFormat::kFp8, args.kv_cache)
+            .ok());
   }
 };
 

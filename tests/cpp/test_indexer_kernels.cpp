@@ -26,28 +26,15 @@
 #include "openmla/openmla.h"
 #include "ops/indexer/indexer_keys.h"
 #include "support/kernel_params.h"
+#include "tensors.h"
 
 namespace openmla {
 namespace {
 
 using openmla_test::find_kernel;
 using openmla_test::kernel_names;
+using testing::tensor_view;
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-TensorView view(void* data, DType dtype, std::vector<int64_t> shape,
-                std::vector<int64_t> stride = {}) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dtype;
-  t.ndim = static_cast<int32_t>(shape.size());
-  int64_t s = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    t.shape[d] = shape[d];
-    t.stride[d] = stride.empty() ? s : stride[d];
-    s *= shape[d];
-  }
-  return t;
-}
 
 Options opts(const std::string& kernel, int threads = 2) {
   Options o;
@@ -93,15 +80,15 @@ struct PagedData {
   }
   PagedMqaLogitsArgs args(float* logits) {
     PagedMqaLogitsArgs a;
-    a.q = view(q.data(), DType::kU8, {batch, c.next_n, c.heads, 128});
-    a.kv_cache =
-        view(cache.data(), DType::kU8, {num_blocks, c.page, 1, bpt}, {block_stride, bpt, bpt, 1});
+    a.q = tensor_view(q.data(), DType::kU8, {batch, c.next_n, c.heads, 128});
+    a.kv_cache = tensor_view(cache.data(), DType::kU8, {num_blocks, c.page, 1, bpt},
+                             {block_stride, bpt, bpt, 1});
     a.format = c.format;
-    a.weights = view(w.data(), DType::kF32, {batch * c.next_n, c.heads});
-    a.context_lens = c.per_row ? view(ctx.data(), DType::kI32, {batch, c.next_n})
-                               : view(ctx.data(), DType::kI32, {batch});
-    a.block_table = view(table.data(), DType::kI32, {batch, max_blocks});
-    if (logits) a.logits = view(logits, DType::kF32, {batch * c.next_n, max_len});
+    a.weights = tensor_view(w.data(), DType::kF32, {batch * c.next_n, c.heads});
+    a.context_lens = c.per_row ? tensor_view(ctx.data(), DType::kI32, {batch, c.next_n})
+                               : tensor_view(ctx.data(), DType::kI32, {batch});
+    a.block_table = tensor_view(table.data(), DType::kI32, {batch, max_blocks});
+    if (logits) a.logits = tensor_view(logits, DType::kF32, {batch * c.next_n, max_len});
     return a;
   }
 };
@@ -196,8 +183,8 @@ TopkOut run_fused(PagedData& d, const std::string& kernel, int threads = 2) {
   o.len.assign(static_cast<size_t>(d.batch * d.c.next_n), 777);
   PagedIndexerTopkArgs a;
   a.logits_args = d.args(nullptr);
-  a.indices = view(o.idx.data(), DType::kI32, {d.batch, d.c.next_n, d.c.topk});
-  a.topk_length = view(o.len.data(), DType::kI32, {d.batch, d.c.next_n});
+  a.indices = tensor_view(o.idx.data(), DType::kI32, {d.batch, d.c.next_n, d.c.topk});
+  a.topk_length = tensor_view(o.len.data(), DType::kI32, {d.batch, d.c.next_n});
   const Status st = paged_indexer_topk(a, opts(kernel, threads));
   EXPECT_TRUE(st.ok()) << st.to_string();
   return o;
@@ -400,13 +387,13 @@ TEST_P(IndexerKernelTest, PrefillLogitsMatchReference) {
     auto run = [&](const std::string& kernel, int threads) {
       std::vector<float> out(rows * keys, 5.0f);
       MqaLogitsArgs a;
-      a.q = view(q.data(), DType::kE4M3, {rows, heads, 128});
-      a.k = view(k.data(), DType::kU8, {keys, 128});
-      a.k_scale = view(scale.data(), DType::kF32, {keys});
-      a.weights = view(w.data(), DType::kF32, {rows, heads});
-      a.ks = view(ks.data(), DType::kI32, {rows});
-      a.ke = view(ke.data(), DType::kI32, {rows});
-      a.logits = view(out.data(), DType::kF32, {rows, keys});
+      a.q = tensor_view(q.data(), DType::kE4M3, {rows, heads, 128});
+      a.k = tensor_view(k.data(), DType::kU8, {keys, 128});
+      a.k_scale = tensor_view(scale.data(), DType::kF32, {keys});
+      a.weights = tensor_view(w.data(), DType::kF32, {rows, heads});
+      a.ks = tensor_view(ks.data(), DType::kI32, {rows});
+      a.ke = tensor_view(ke.data(), DType::kI32, {rows});
+      a.logits = tensor_view(out.data(), DType::kF32, {rows, keys});
       const Status st = mqa_logits(a, opts(kernel, threads));
       EXPECT_TRUE(st.ok()) << st.to_string();
       return out;
@@ -458,13 +445,13 @@ TEST_P(IndexerKernelTest, PrefillNeverReadsUnseenKeys) {
   auto run = [&](const std::string& kernel, std::vector<uint8_t>& kk, std::vector<float>& sc) {
     std::vector<float> out(rows * keys, 5.0f);
     MqaLogitsArgs a;
-    a.q = view(q.data(), DType::kU8, {rows, heads, 128});
-    a.k = view(kk.data(), DType::kU8, {keys, 128});
-    a.k_scale = view(sc.data(), DType::kF32, {keys});
-    a.weights = view(w.data(), DType::kF32, {rows, heads});
-    a.ks = view(ks.data(), DType::kI32, {rows});
-    a.ke = view(ke.data(), DType::kI32, {rows});
-    a.logits = view(out.data(), DType::kF32, {rows, keys});
+    a.q = tensor_view(q.data(), DType::kU8, {rows, heads, 128});
+    a.k = tensor_view(kk.data(), DType::kU8, {keys, 128});
+    a.k_scale = tensor_view(sc.data(), DType::kF32, {keys});
+    a.weights = tensor_view(w.data(), DType::kF32, {rows, heads});
+    a.ks = tensor_view(ks.data(), DType::kI32, {rows});
+    a.ke = tensor_view(ke.data(), DType::kI32, {rows});
+    a.logits = tensor_view(out.data(), DType::kF32, {rows, keys});
     const Status st = mqa_logits(a, opts(kernel, 2));
     EXPECT_TRUE(st.ok()) << st.to_string();
     return out;

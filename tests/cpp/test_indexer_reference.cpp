@@ -13,27 +13,15 @@
 #include <vector>
 
 #include "openmla/indexer.h"
+#include "tensors.h"
 
 namespace openmla {
 namespace {
+using testing::tensor_view;
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 // e4m3 codes of exact values.
 constexpr uint8_t kOne = 0x38, kTwo = 0x40, kHalf = 0x30, kMinusOne = 0xB8;
-
-TensorView view(void* data, DType dtype, std::vector<int64_t> shape) {
-  TensorView t;
-  t.data = data;
-  t.dtype = dtype;
-  t.ndim = static_cast<int32_t>(shape.size());
-  int64_t s = 1;
-  for (int d = t.ndim - 1; d >= 0; --d) {
-    t.shape[d] = shape[d];
-    t.stride[d] = s;
-    s *= shape[d];
-  }
-  return t;
-}
 
 Options ref_kernel(const char* name) {
   Options o;
@@ -65,13 +53,13 @@ struct TinyPrefill {
   }
   MqaLogitsArgs args() {
     MqaLogitsArgs a;
-    a.q = view(q.data(), DType::kU8, {2, 2, 128});
-    a.k = view(k.data(), DType::kU8, {2, 128});
-    a.k_scale = view(scale.data(), DType::kF32, {2});
-    a.weights = view(w.data(), DType::kF32, {2, 2});
-    a.ks = view(ks.data(), DType::kI32, {2});
-    a.ke = view(ke.data(), DType::kI32, {2});
-    a.logits = view(logits.data(), DType::kF32, {2, 2});
+    a.q = tensor_view(q.data(), DType::kU8, {2, 2, 128});
+    a.k = tensor_view(k.data(), DType::kU8, {2, 128});
+    a.k_scale = tensor_view(scale.data(), DType::kF32, {2});
+    a.weights = tensor_view(w.data(), DType::kF32, {2, 2});
+    a.ks = tensor_view(ks.data(), DType::kI32, {2});
+    a.ke = tensor_view(ke.data(), DType::kI32, {2});
+    a.logits = tensor_view(logits.data(), DType::kF32, {2, 2});
     return a;
   }
 };
@@ -107,21 +95,21 @@ TEST(IndexerReference, PagedFp4HandWorked) {
   std::vector<float> w = {0.5f}, logits(4, 9.0f);
   std::vector<int32_t> ctx = {2}, table = {1, -1};
   PagedMqaLogitsArgs a;
-  a.q = view(q.data(), DType::kU8, {1, 1, 1, 128});
-  a.kv_cache = view(cache.data(), DType::kU8, {2, page, 1, bpt});
+  a.q = tensor_view(q.data(), DType::kU8, {1, 1, 1, 128});
+  a.kv_cache = tensor_view(cache.data(), DType::kU8, {2, page, 1, bpt});
   a.format = IndexerKeyFormat::kFp4;
-  a.weights = view(w.data(), DType::kF32, {1, 1});
-  a.context_lens = view(ctx.data(), DType::kI32, {1});
-  a.block_table = view(table.data(), DType::kI32, {1, 2});
-  a.logits = view(logits.data(), DType::kF32, {1, 4});
+  a.weights = tensor_view(w.data(), DType::kF32, {1, 1});
+  a.context_lens = tensor_view(ctx.data(), DType::kI32, {1});
+  a.block_table = tensor_view(table.data(), DType::kI32, {1, 2});
+  a.logits = tensor_view(logits.data(), DType::kF32, {1, 4});
   ASSERT_TRUE(paged_mqa_logits(a, ref_kernel("paged_mqa_logits.ref")).ok());
   EXPECT_EQ(logits, (std::vector<float>{5.5f, 0.0f, -kInf, -kInf}));
   // Fused, k = 3 > visible 2: both tokens as slots of block 1, then -1.
   std::vector<int32_t> idx(3, 7), len(1, 7);
   PagedIndexerTopkArgs f;
   f.logits_args = a;
-  f.indices = view(idx.data(), DType::kI32, {1, 1, 3});
-  f.topk_length = view(len.data(), DType::kI32, {1, 1});
+  f.indices = tensor_view(idx.data(), DType::kI32, {1, 1, 3});
+  f.topk_length = tensor_view(len.data(), DType::kI32, {1, 1});
   ASSERT_TRUE(paged_indexer_topk(f, ref_kernel("paged_indexer_topk.ref")).ok());
   EXPECT_EQ(idx, (std::vector<int32_t>{2, 3, -1}));
   EXPECT_EQ(len[0], 2);
@@ -146,17 +134,17 @@ TEST(IndexerReference, PagedFp8NextN) {
   std::vector<float> w = {1.0f, 1.0f}, logits(2 * 3, 9.0f);
   std::vector<int32_t> ctx = {2}, table = {0};
   PagedMqaLogitsArgs a;
-  a.q = view(q.data(), DType::kE4M3, {1, 2, 1, 128});
-  a.kv_cache = view(cache.data(), DType::kU8, {1, page, 1, bpt});
-  a.weights = view(w.data(), DType::kF32, {2, 1});
-  a.context_lens = view(ctx.data(), DType::kI32, {1});
-  a.block_table = view(table.data(), DType::kI32, {1, 1});
-  a.logits = view(logits.data(), DType::kF32, {2, 3});
+  a.q = tensor_view(q.data(), DType::kE4M3, {1, 2, 1, 128});
+  a.kv_cache = tensor_view(cache.data(), DType::kU8, {1, page, 1, bpt});
+  a.weights = tensor_view(w.data(), DType::kF32, {2, 1});
+  a.context_lens = tensor_view(ctx.data(), DType::kI32, {1});
+  a.block_table = tensor_view(table.data(), DType::kI32, {1, 1});
+  a.logits = tensor_view(logits.data(), DType::kF32, {2, 3});
   ASSERT_TRUE(paged_mqa_logits(a, ref_kernel("paged_mqa_logits.ref")).ok());
   EXPECT_EQ(logits, (std::vector<float>{1.0f, -kInf, -kInf, 1.0f, 3.0f, -kInf}));
   // The same lengths given per row.
   std::vector<int32_t> ctx2 = {1, 2};
-  a.context_lens = view(ctx2.data(), DType::kI32, {1, 2});
+  a.context_lens = tensor_view(ctx2.data(), DType::kI32, {1, 2});
   std::fill(logits.begin(), logits.end(), 9.0f);
   ASSERT_TRUE(paged_mqa_logits(a, ref_kernel("paged_mqa_logits.ref")).ok());
   EXPECT_EQ(logits, (std::vector<float>{1.0f, -kInf, -kInf, 1.0f, 3.0f, -kInf}));
@@ -180,19 +168,19 @@ TEST(IndexerTopk, HandWorkedTies) {
   std::vector<float> logits = {5, 1, 1, 1, 3, 3, -kInf, 2};
   std::vector<int32_t> ends = {8}, idx(3), len(1);
   IndexerTopkArgs a;
-  a.logits = view(logits.data(), DType::kF32, {1, 8});
-  a.ends = view(ends.data(), DType::kI32, {1});
-  a.indices = view(idx.data(), DType::kI32, {1, 3});
-  a.topk_length = view(len.data(), DType::kI32, {1});
+  a.logits = tensor_view(logits.data(), DType::kF32, {1, 8});
+  a.ends = tensor_view(ends.data(), DType::kI32, {1});
+  a.indices = tensor_view(idx.data(), DType::kI32, {1, 3});
+  a.topk_length = tensor_view(len.data(), DType::kI32, {1});
   ASSERT_TRUE(indexer_topk(a).ok());
   EXPECT_EQ(idx, (std::vector<int32_t>{0, 4, 5}));
   std::vector<int32_t> idx5(5);
-  a.indices = view(idx5.data(), DType::kI32, {1, 5});
+  a.indices = tensor_view(idx5.data(), DType::kI32, {1, 5});
   ASSERT_TRUE(indexer_topk(a).ok());
   EXPECT_EQ(idx5, (std::vector<int32_t>{0, 1, 4, 5, 7}));  // 1 at position 1 wins the tie
   // Through a block table of page size 3: positions 0, 1, 4, 5, 7 -> blocks [9, 2, 4].
   std::vector<int32_t> table = {9, 2, 4};
-  a.block_table = view(table.data(), DType::kI32, {1, 3});
+  a.block_table = tensor_view(table.data(), DType::kI32, {1, 3});
   a.page_size = 3;
   ASSERT_TRUE(indexer_topk(a).ok());
   EXPECT_EQ(idx5, (std::vector<int32_t>{27, 28, 7, 8, 13}));
@@ -214,11 +202,11 @@ TEST(IndexerTopk, MatchesBruteForce) {
   for (int64_t k : {1, 7, 64, 2048}) {
     std::vector<int32_t> idx(rows * k), len(rows);
     IndexerTopkArgs a;
-    a.logits = view(logits.data(), DType::kF32, {rows, n});
-    a.starts = view(starts.data(), DType::kI32, {rows});
-    a.ends = view(ends.data(), DType::kI32, {rows});
-    a.indices = view(idx.data(), DType::kI32, {rows, k});
-    a.topk_length = view(len.data(), DType::kI32, {rows});
+    a.logits = tensor_view(logits.data(), DType::kF32, {rows, n});
+    a.starts = tensor_view(starts.data(), DType::kI32, {rows});
+    a.ends = tensor_view(ends.data(), DType::kI32, {rows});
+    a.indices = tensor_view(idx.data(), DType::kI32, {rows, k});
+    a.topk_length = tensor_view(len.data(), DType::kI32, {rows});
     Options o;
     o.num_threads = 3;
     ASSERT_TRUE(indexer_topk(a, o).ok());
@@ -290,18 +278,18 @@ struct TinyPaged {
   std::vector<int32_t> ctx = {5, 8}, table = {0, 1, 2, 0}, idx = std::vector<int32_t>(2 * 2 * 4);
   PagedMqaLogitsArgs args() {
     PagedMqaLogitsArgs a;
-    a.q = view(q.data(), DType::kU8, {2, 2, 4, 128});
-    a.kv_cache = view(cache.data(), DType::kU8, {3, 4, 1, 132});
-    a.weights = view(w.data(), DType::kF32, {4, 4});
-    a.context_lens = view(ctx.data(), DType::kI32, {2});
-    a.block_table = view(table.data(), DType::kI32, {2, 2});
-    a.logits = view(logits.data(), DType::kF32, {4, 8});
+    a.q = tensor_view(q.data(), DType::kU8, {2, 2, 4, 128});
+    a.kv_cache = tensor_view(cache.data(), DType::kU8, {3, 4, 1, 132});
+    a.weights = tensor_view(w.data(), DType::kF32, {4, 4});
+    a.context_lens = tensor_view(ctx.data(), DType::kI32, {2});
+    a.block_table = tensor_view(table.data(), DType::kI32, {2, 2});
+    a.logits = tensor_view(logits.data(), DType::kF32, {4, 8});
     return a;
   }
   PagedIndexerTopkArgs fused() {
     PagedIndexerTopkArgs f;
     f.logits_args = args();
-    f.indices = view(idx.data(), DType::kI32, {2, 2, 4});
+    f.indices = tensor_view(idx.data(), DType::kI32, {2, 2, 4});
     return f;
   }
 };
@@ -370,7 +358,7 @@ TEST(IndexerApi, PagedErrorsNameTheArgument) {
     expect_error(paged_indexer_topk(f), StatusCode::kInvalidArgument, "out_page_size");
     std::vector<int32_t> obt = {0, -4, 1, 2};
     f = t.fused();
-    f.out_block_table = view(obt.data(), DType::kI32, {2, 2});
+    f.out_block_table = tensor_view(obt.data(), DType::kI32, {2, 2});
     expect_error(paged_indexer_topk(f), StatusCode::kInvalidArgument, "out_block_table[0, 1] = -4");
   }
 }
@@ -379,10 +367,10 @@ TEST(IndexerApi, TopkErrorsNameTheArgument) {
   std::vector<float> logits(2 * 6, 1.0f);
   std::vector<int32_t> starts = {0, 2}, ends = {6, 7}, idx(2 * 3), table = {0, 1};
   IndexerTopkArgs a;
-  a.logits = view(logits.data(), DType::kF32, {2, 6});
-  a.starts = view(starts.data(), DType::kI32, {2});
-  a.ends = view(ends.data(), DType::kI32, {2});
-  a.indices = view(idx.data(), DType::kI32, {2, 3});
+  a.logits = tensor_view(logits.data(), DType::kF32, {2, 6});
+  a.starts = tensor_view(starts.data(), DType::kI32, {2});
+  a.ends = tensor_view(ends.data(), DType::kI32, {2});
+  a.indices = tensor_view(idx.data(), DType::kI32, {2, 3});
   expect_error(indexer_topk(a), StatusCode::kInvalidArgument, "ends[1] = 7");
   ends[1] = 1;
   expect_error(indexer_topk(a), StatusCode::kInvalidArgument, "ends[1] = 1");
@@ -391,7 +379,7 @@ TEST(IndexerApi, TopkErrorsNameTheArgument) {
   expect_error(indexer_topk(a), StatusCode::kInvalidArgument, "starts[0] = -1");
   starts[0] = 0;
   ASSERT_TRUE(indexer_topk(a).ok());
-  a.block_table = view(table.data(), DType::kI32, {1, 2});
+  a.block_table = tensor_view(table.data(), DType::kI32, {1, 2});
   a.page_size = 4;
   expect_error(indexer_topk(a), StatusCode::kInvalidArgument, "block_table");  // 1 * next_n 1 != 2
   a.next_n = 2;
