@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "cli_bench_v4.h"
 #include "core/thread_pool.h"
@@ -28,6 +29,19 @@ using namespace probes;
 
 Limits measure_limits(int threads) {
   return {measure_matmul_peak_tflops(threads), measure_stream_bandwidth_gbps(threads)};
+}
+
+Limits limits_alongside(std::vector<double> probe_tflops, int warmup, const Limits& before,
+                        int threads) {
+  const std::size_t dropped = std::min<std::size_t>(probe_tflops.size(), warmup);
+  probe_tflops.erase(probe_tflops.begin(), probe_tflops.begin() + dropped);
+  std::sort(probe_tflops.begin(), probe_tflops.end());
+  const Limits after = measure_limits(threads);
+  Limits best;
+  best.tflops = probe_tflops.empty() ? 0.0 : probe_tflops[probe_tflops.size() / 2];
+  best.tflops_best = std::max(before.tflops, after.tflops);
+  best.gbps = std::max(before.gbps, after.gbps);
+  return best;
 }
 
 namespace {
@@ -105,29 +119,12 @@ std::vector<std::string> split_names(const std::string& list) {
   }
 }
 
-/// `count` cases of one config with seeds 1, 2, ...: the layers of a model (same shapes, different
-/// data); seed 1 alone is the default single-layer case.
-template <typename Config, typename Make>
-auto make_layers(Config config, int count, Make make) {
-  std::vector<decltype(make(config))> layers;
-  for (int i = 0; i < std::max(count, 1); ++i) {
-    config.seed = static_cast<uint64_t>(i) + 1;
-    layers.push_back(make(config));
-  }
-  return layers;
-}
-
 /// Mean of fn(case) over the layers (FLOPs and bytes per call).
 template <typename Case, typename Fn>
 double mean_over(const std::vector<Case>& layers, Fn fn) {
   double sum = 0.0;
   for (const Case& c : layers) sum += fn(c);
   return sum / static_cast<double>(layers.size());
-}
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
 }
 
 /// Times the layers (call i on layer i mod L) with every kernel of k.impls, interleaved, and
@@ -147,15 +144,7 @@ Status bench_case(const std::vector<Case>& layers, const BenchCommon& k,
                        [&] { probe_tflops.push_back(run_matmul_probe_tflops(k.threads)); });
   if (!s.ok()) return s;
   timings.pop_back();
-  // The warm-up rounds' readings go too.
-  probe_tflops.erase(probe_tflops.begin(), probe_tflops.begin() + k.warmup);
-  // The bandwidth is measured again after the timed runs and the larger reading is kept: a probe
-  // that ran during a co-tenant's burst would otherwise inflate every memory-bound fraction.
-  const Limits after = measure_limits(k.threads);
-  Limits best;
-  best.tflops = median_of(probe_tflops);
-  best.tflops_best = std::max(lim.tflops, after.tflops);
-  best.gbps = std::max(lim.gbps, after.gbps);
+  const Limits best = limits_alongside(std::move(probe_tflops), k.warmup, lim, k.threads);
   if (k.vs_ref) {
     std::vector<std::string> ref_kernel;
     std::vector<Timing> ref_timing;
@@ -355,12 +344,7 @@ int bench_indexer(const Args& f, const BenchCommon& k, const Limits& lim) {
       }
     });
     if (!status.ok()) return finish(status);
-    probe.erase(probe.begin(), probe.begin() + std::min<std::size_t>(probe.size(), k.warmup));
-    const Limits after = measure_limits(k.threads);
-    Limits best;
-    best.tflops = median_of(probe);
-    best.tflops_best = std::max(lim.tflops, after.tflops);
-    best.gbps = std::max(lim.gbps, after.gbps);
+    const Limits best = limits_alongside(std::move(probe), k.warmup, lim, k.threads);
     line.kernel = std::string(plan.kernel_name()) + (fused ? "" : "+indexer_topk");
     line.timing = t[0];
     print_line(line, fused ? "indexer_fused" : "indexer", best, k.threads, k.json);

@@ -22,6 +22,27 @@ struct Limits {
 };
 Limits measure_limits(int threads);
 
+/// The limits a run's fractions refer to. The matmul peak is the median of the probes taken
+/// between the timed rounds (the first `warmup` readings dropped): on a VM whose matmul unit
+/// changes speed every few seconds, the op and its probe then see the same speed. The bandwidth is
+/// measured again now and the larger of the two readings kept (a probe that ran during a
+/// co-tenant's burst would otherwise inflate every memory-bound fraction); the best-of probe the
+/// same way.
+Limits limits_alongside(std::vector<double> probe_tflops, int warmup, const Limits& before,
+                        int threads);
+
+/// `count` cases of one config with seeds 1, 2, ...: the layers of a model (same shapes, different
+/// data); seed 1 alone is the default single-layer case.
+template <typename Config, typename Make>
+auto make_layers(Config config, int count, Make make) {
+  std::vector<decltype(make(config))> layers;
+  for (int i = 0; i < (count > 1 ? count : 1); ++i) {
+    config.seed = static_cast<uint64_t>(i) + 1;
+    layers.push_back(make(config));
+  }
+  return layers;
+}
+
 /// The common flags, parsed.
 struct BenchCommon {
   int threads = 0, warmup = 0, iters = 0, layers = 1;

@@ -5,20 +5,12 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 #include "probes/peak_probe.h"
 #include "v4_block_cases.h"
 
 namespace openmla::cli {
-
-namespace {
-
-double median_of(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0.0 : v[v.size() / 2];
-}
-
-}  // namespace
 
 int bench_calls(const std::vector<TimedCall>& calls, std::size_t layers, const TimedCall& ref,
                 const BenchCommon& k, const Limits& lim, const char* op, BenchLine* line) {
@@ -36,12 +28,7 @@ int bench_calls(const std::vector<TimedCall>& calls, std::size_t layers, const T
     if (status.ok()) status = s;
   });
   if (!status.ok()) return finish(status);
-  probe.erase(probe.begin(), probe.begin() + std::min<std::size_t>(probe.size(), k.warmup));
-  const Limits after = measure_limits(k.threads);
-  Limits best;
-  best.tflops = median_of(probe);
-  best.tflops_best = std::max(lim.tflops, after.tflops);
-  best.gbps = std::max(lim.gbps, after.gbps);
+  const Limits best = limits_alongside(std::move(probe), k.warmup, lim, k.threads);
   if (ref.call) {
     const std::vector<Timing> r = time_runs_interleaved(0, 1, 1, [&](size_t) {
       const Status s = ref.call(0);
@@ -61,16 +48,6 @@ int bench_calls(const std::vector<TimedCall>& calls, std::size_t layers, const T
 }
 
 namespace {
-
-template <typename Config, typename Make>
-auto make_layers(Config config, int count, Make make) {
-  std::vector<decltype(make(config))> layers;
-  for (int i = 0; i < std::max(count, 1); ++i) {
-    config.seed = static_cast<uint64_t>(i) + 1;
-    layers.push_back(make(config));
-  }
-  return layers;
-}
 
 /// The compressor's decode step (default: --tokens sequences, each one token completing an entry
 /// whose window was saved by earlier steps) or a prefill chunk (--prefill: one sequence of
