@@ -367,7 +367,7 @@ Command& add_bench_op(Command& bench, const std::string& name, const std::string
       .add_switch("vs-ref", "also time the reference kernel")
       .set_run([run](const Args& f) {
         BenchCommon k;
-        k.threads = resolve_num_threads(static_cast<int>(f.get_int("threads")));
+        k.threads = resolve_num_threads(static_cast<int>(f.get_int("threads", 0)));
         k.warmup = static_cast<int>(f.get_int("warmup"));
         k.iters = static_cast<int>(f.get_int("iters"));
         k.layers = static_cast<int>(f.get_int("layers"));

@@ -1,9 +1,11 @@
-// Attention of one query token's heads over a list of cache tokens, on AMX (implemented in
-// token_list_attention_amx.cpp; call only when the AMX kernels may run). The sparse-decode AMX
-// kernel runs every (row, piece, head group) through it with the row's selected slots; the dense
-// decode AMX kernel runs its one-query-token, many-head pieces through it with the piece's tokens
-// in cache order (a dense piece is a sparse list that happens to be consecutive); the sparse
-// prefill AMX kernel runs each (query token, kv head) item with >= 64 heads through it.
+// Attention of one query token's heads over a list of cache tokens, on AMX or AVX512-BF16: one
+// engine (cpu/token_list_core.h) with the GEMMs of token_list_attention_amx.cpp or
+// token_list_attention_avx512bf16.cpp; call each only when its ISA's kernels may run. The
+// sparse-decode kernels of both ISAs run every (row, piece, head group) through it with the row's
+// selected slots; the dense-decode kernels run pieces through it with the piece's tokens in cache
+// order (a dense piece is a sparse list that happens to be consecutive; AMX: one query token with
+// >= 64 heads per kv head, AVX512-BF16: every bf16 shape); the sparse-prefill kernels run each
+// (query token, kv head) item through it (AMX: >= 64 heads, AVX512-BF16: all).
 // ISA-free: includable from any file.
 #pragma once
 
@@ -79,5 +81,13 @@ void finish_heads(int64_t heads, const float* m, const float* l, const float* ac
 /// token gathered and dequantised once for all heads. Deterministic: the result depends only on
 /// the query, the token list and its order.
 void amx_attend_token_list(const TokenListQuery& query, TokenSource& source, HeadSink& sink);
+
+/// The same attention with AVX512-BF16 dot products (call only when the avx512bf16 kernels may
+/// run); the same layouts and softmax, so it differs from the AMX result only by the order in
+/// which the dot products' pairs are summed.
+void bf16_attend_token_list(const TokenListQuery& query, TokenSource& source, HeadSink& sink);
+
+/// Either of the two, for drivers written once for both.
+using AttendTokenList = void (*)(const TokenListQuery&, TokenSource&, HeadSink&);
 
 }  // namespace openmla

@@ -76,6 +76,13 @@ def main():
     r = run(binary, ["--version"])
     if r.returncode != 0 or not r.stdout.startswith("openmla "):
         failures.append(f"--version: rc {r.returncode}, stdout {r.stdout!r}")
+    # Flags documented with a run-time default (--threads: OPENMLA_NUM_THREADS or all cores) may be
+    # left out: `bench peak --json` once aborted with "internal error: --threads has no default".
+    r = subprocess.run([binary, "bench", "peak", "--json", "--iters", "1"], capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode != 0 or '"peak_isa"' not in r.stdout:
+        failures.append(f"bench peak --json without --threads: rc {r.returncode}, "
+                        f"stdout {r.stdout[:200]!r}, stderr {r.stderr[:200]!r}")
     # Progress reaches a pipe line by line: the first verify row arrives before the run ends.
     p = subprocess.Popen([binary, "verify", "--cases", "1", "--op", "sparse-prefill"],
                          stdout=subprocess.PIPE, text=True)
@@ -88,7 +95,7 @@ def main():
         failures.append(f"verify --cases 1 --op sparse-prefill: rc {p.returncode}")
     for f in failures:
         print("FAIL", f)
-    print(f"cli args: {len(BAD) + len(HELP) + 2 - len(failures)} checks passed, "
+    print(f"cli args: {len(BAD) + len(HELP) + 3 - len(failures)} checks passed, "
           f"{len(failures)} failed" + ("" if still_running else " (verify too fast to see flushing)"))
     return 1 if failures else 0
 

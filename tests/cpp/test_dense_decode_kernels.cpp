@@ -364,8 +364,9 @@ TEST_P(DenseDecodeFp16Test, MatchesReferenceWithinOneFp16Step) {
   const Prepared& p = prepared_fp16(std::get<1>(GetParam()));
   const char* reason = nullptr;
   if (!accepts(*k, DType::kF16, &reason)) {
-    // Only the AMX-BF16 kernel may decline fp16, and it must say so rather than round to bf16.
-    EXPECT_EQ(k->isa, openmla::Isa::kAmx);
+    // Only the bf16-dot kernels (AMX-BF16, AVX512-BF16) may decline fp16, and they must say so
+    // rather than round to bf16.
+    EXPECT_TRUE(k->isa == openmla::Isa::kAmx || k->isa == openmla::Isa::kAvx512Bf16) << name;
     EXPECT_NE(std::string(reason).find("fp16"), std::string::npos) << reason;
     DenseDecodeArgs args = p.c.args();
     Outputs o = bind_outputs(&args);

@@ -40,6 +40,7 @@ struct DenseDecodeParams {
 };
 
 extern const KernelEntry kDenseDecodeAmx;
+extern const KernelEntry kDenseDecodeAvx512Bf16;
 extern const KernelEntry kDenseDecodeAvx512;
 extern const KernelEntry kDenseDecodeAvx2;
 extern const KernelEntry kDenseDecodeRef;

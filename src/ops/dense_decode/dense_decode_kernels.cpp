@@ -4,8 +4,9 @@
 namespace openmla {
 
 const std::vector<const KernelEntry*>& dense_decode_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kDenseDecodeAmx, &kDenseDecodeAvx512,
-                                                     &kDenseDecodeAvx2, &kDenseDecodeRef};
+  static const std::vector<const KernelEntry*> list = {&kDenseDecodeAmx, &kDenseDecodeAvx512Bf16,
+                                                       &kDenseDecodeAvx512, &kDenseDecodeAvx2,
+                                                       &kDenseDecodeRef};
   return list;
 }
 

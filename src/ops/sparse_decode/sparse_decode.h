@@ -35,7 +35,7 @@ struct SparseDecodeParams {
   const float* attn_sink = nullptr;  ///< [heads_q] or nullptr
   int64_t sink_stride = 1;
   float softmax_scale = 0.0f;
-  uint16_t* out = nullptr;  ///< bf16
+  uint16_t* out = nullptr;     ///< bf16
   int64_t out_stride[3] = {};  ///< batch, seq, head
   float* lse = nullptr;
   int64_t lse_stride[3] = {};  ///< batch, head, seq
@@ -47,6 +47,7 @@ inline bool slot_is_valid(int32_t index, int64_t position, int64_t length, int64
 }
 
 extern const KernelEntry kSparseDecodeAmx;
+extern const KernelEntry kSparseDecodeAvx512Bf16;
 extern const KernelEntry kSparseDecodeAvx512;
 extern const KernelEntry kSparseDecodeAvx2;
 extern const KernelEntry kSparseDecodeRef;

@@ -4,8 +4,9 @@
 namespace openmla {
 
 const std::vector<const KernelEntry*>& sparse_decode_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kSparseDecodeAmx, &kSparseDecodeAvx512, &kSparseDecodeAvx2,
-                                                         &kSparseDecodeRef};
+  static const std::vector<const KernelEntry*> list = {&kSparseDecodeAmx, &kSparseDecodeAvx512Bf16,
+                                                       &kSparseDecodeAvx512, &kSparseDecodeAvx2,
+                                                       &kSparseDecodeRef};
   return list;
 }
 

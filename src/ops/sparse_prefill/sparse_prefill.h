@@ -15,7 +15,7 @@ struct SparsePrefillParams {
   const uint16_t* kv = nullptr;
   int64_t kv_stride[2] = {};  ///< token, head
   const int32_t* indices = nullptr;
-  int64_t indices_stride[3] = {};  ///< seq, kv head, k
+  int64_t indices_stride[3] = {};        ///< seq, kv head, k
   const int32_t* topk_length = nullptr;  ///< [seq_q] or nullptr
   int64_t topk_length_stride = 1;
   const float* attn_sink = nullptr;
@@ -37,6 +37,7 @@ struct SparsePrefillParams {
 };
 
 extern const KernelEntry kSparsePrefillAmx;
+extern const KernelEntry kSparsePrefillAvx512Bf16;
 extern const KernelEntry kSparsePrefillAvx512;
 extern const KernelEntry kSparsePrefillAvx2;
 extern const KernelEntry kSparsePrefillRef;

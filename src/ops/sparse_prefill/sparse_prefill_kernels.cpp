@@ -4,8 +4,9 @@
 namespace openmla {
 
 const std::vector<const KernelEntry*>& sparse_prefill_kernels() {
-  static const std::vector<const KernelEntry*> list = {&kSparsePrefillAmx, &kSparsePrefillAvx512,
-                                                     &kSparsePrefillAvx2, &kSparsePrefillRef};
+  static const std::vector<const KernelEntry*> list = {
+      &kSparsePrefillAmx, &kSparsePrefillAvx512Bf16, &kSparsePrefillAvx512, &kSparsePrefillAvx2,
+      &kSparsePrefillRef};
   return list;
 }
 

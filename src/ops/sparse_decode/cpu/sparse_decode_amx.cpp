@@ -1,52 +1,13 @@
-// Sparse decode, AMX-BF16 kernel ("sparse_decode.amx").
-// Algorithm: split plan + valid-slot compaction from sparse_decode_cpu.h; every task (row, piece,
-// head group) is one call of the AMX token-list attention (cpu/token_list_attention_amx.cpp: each
-// selected token gathered and dequantised once for all heads, heads folded into the AMX tiles),
-// with the task's valid slots as the list and its heads as the query.
-// Invariants: invalid slots are never read; piece boundaries depend only on the request's shape
-// (thread-count / batch invariant results).
-#include "cpu/token_list_attention.h"
-#include "ops/sparse_decode/cpu/sparse_decode_cpu.h"
+// Sparse decode, AMX-BF16 kernel ("sparse_decode.amx"): the token-list driver of
+// sparse_decode_token_list.h on the AMX token-list attention (cpu/token_list_attention_amx.cpp:
+// heads folded into the AMX tiles).
+#include "ops/sparse_decode/cpu/sparse_decode_token_list.h"
 
 namespace openmla {
 namespace {
 
-/// The valid slots of a task, in order.
-class SlotSource final : public TokenSource {
- public:
-  SlotSource(const SparseDecodeParams& p, const PieceTask& t)
-      : cursor_(p, t.b, t.s, t.begin, t.end) {}
-  int64_t next(TokenRef* refs, int64_t max) override { return cursor_.next(refs, max); }
-
- private:
-  SlotCursor cursor_;
-};
-
-/// Head i of the task -> head h_begin + i of the row.
-class PieceSink final : public HeadSink {
- public:
-  PieceSink(const PieceTask& t, const PieceOutput& out) : t_(t), out_(out) {}
-  void emit(int64_t h, const float* o, float lse) override { out_.emit(t_.h_begin + h, o, lse); }
-
- private:
-  const PieceTask& t_;
-  const PieceOutput& out_;
-};
-
 Status amx_run(const void* params, const ExecConfig& config) {
-  const auto& p = *static_cast<const SparseDecodeParams*>(params);
-  return run_split_tasks(p, config, [&](const PieceTask& t, const PieceOutput& out) {
-    TokenListQuery query;
-    query.q = p.q + t.b * p.q_stride[0] + t.s * p.q_stride[1] + t.h_begin * p.q_stride[2];
-    query.head_stride = p.q_stride[2];
-    query.heads = t.h_end - t.h_begin;
-    query.head_dim = p.head_dim;
-    query.format = p.kv.format;
-    query.softmax_scale = p.softmax_scale;
-    SlotSource source(p, t);
-    PieceSink sink(t, out);
-    amx_attend_token_list(query, source, sink);
-  });
+  return token_list_run(params, config, amx_attend_token_list);
 }
 
 }  // namespace
