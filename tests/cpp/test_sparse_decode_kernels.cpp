@@ -17,6 +17,7 @@
 #include <random>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/dtype.h"
@@ -43,6 +44,10 @@ struct CaseSpec {
   bool invalid_rows = false;  // some rows all -1 and a zero length
   bool out_of_range = false;
   bool odd_scales = false;  // V32 only: non power-of-two fp32 scales
+  // Off FlashMLA's distribution: latents randn clamped to [-4, 4] (not randn/10) and a 16x larger
+  // softmax scale, so a few keys with large |V| carry most of each row's weight. Rounding P to
+  // bf16 once before PV (FlashMLA's own numerics) misses the tolerance here.
+  bool peaked = false;
   uint64_t seed = 1;
 };
 
@@ -108,7 +113,9 @@ void build_cache(const CaseSpec& c, int64_t page, int64_t tokens, const std::set
     const bool nan = c.poison && used.count(slot) == 0;
     for (int64_t i = 0; i < d; ++i)
       latent[slot * d + i] =
-          nan ? bf16_nan() : float_to_bf16(std::fmin(1.0f, std::fmax(-1.0f, normal(rng) / 10)));
+          nan        ? bf16_nan()
+          : c.peaked ? float_to_bf16(std::fmin(4.0f, std::fmax(-4.0f, normal(rng))))
+                     : float_to_bf16(std::fmin(1.0f, std::fmax(-1.0f, normal(rng) / 10)));
   }
   if (c.format == KvFormat::kBF16) {
     *bf16 = HostTensor<uint16_t>(DType::kBF16, {blocks, page, 1, d}, c.noncontig);
@@ -203,6 +210,7 @@ std::unique_ptr<Problem> make_problem(const CaseSpec& c, int64_t batch_override 
   a.q = pr->q.view;
   a.indices = pr->indices.view;
   a.softmax_scale = static_cast<float>(std::pow(static_cast<double>(d), -0.55));  // FlashMLA tests
+  if (c.peaked) a.softmax_scale *= 16.0f;
   if (c.lengths) a.topk_length = make_tensor(pr->topk_length.data(), DType::kI32, {c.batch});
   if (c.extra_topk > 0) {
     const int64_t eslots = (c.extra_tokens + c.extra_page - 1) / c.extra_page * c.extra_page;
@@ -414,6 +422,14 @@ const std::vector<CaseSpec>& cases() {
     {
       auto* c = add({"bf16_576_h64_k2048", F::kBF16, 576, 1, 1, 64, 2048, 256, 3000});
       c->out_of_range = true;
+    }
+    // Peaked rows with large |V| (see CaseSpec::peaked), one per format.
+    for (auto [name, format, dim] :
+         {std::tuple{"v32_peaked", F::kV32, 576}, std::tuple{"model1_peaked", F::kModel1, 512},
+          std::tuple{"bf16_peaked", F::kBF16, 576}}) {
+      auto* c = add({name, format, static_cast<int64_t>(dim), 2, 1, 64, 256, 64, 1000});
+      c->peaked = true;
+      c->seed = 11;
     }
     // Zero-size problems: no request, and rows with no slot at all (out 0, lse +inf; sinks
     // included).
