@@ -5,9 +5,7 @@
 // invariants) is cpu/token_list_core.h; this file supplies its two GEMMs as vdpbf16ps register
 // tiles on the engine's AMX-shaped layouts (each dword of a VNNI row is a (even, odd) pair of the
 // reduced dim):
-// - QK: S^T[n][h] = sum over pairs p of K[n][2p..2p+1] . Q^T[p][h][0..1]: a tile of kQkRows key
-//   rows x J head vectors of accumulators, the key pair broadcast as a dword, the Q^T VNNI row
-//   (16 heads x 2) as the vector; heads in chunks of 4 vectors (64 heads).
+// - QK: cpu/bf16_qk_strip.h (shared with the tile-GEMM probe of `openmla bench peak`).
 // - PV: O[h][v] += sum over token pairs m of (P_hi + P_lo)[h][2m..2m+1] . V[m][v][0..1]: 4 heads x
 //   kPvVecs column vectors of accumulators, the P pairs broadcast (hi then lo), the V VNNI row as
 //   the vector; the tile is loaded from O (or zero on the first block) once per block and stored
@@ -18,45 +16,11 @@
 
 #include <cstdint>
 
+#include "cpu/bf16_qk_strip.h"
 #include "cpu/token_list_core.h"
 
 namespace openmla {
 namespace {
-
-// S^T rows [0, R) x head vectors [j0, j0 + J) of a 32-row strip.
-template <int R, int J>
-inline void qk_tile(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, int64_t j0,
-                    float* st) {
-  const int64_t ht = hp / 16;
-  __m512 acc[R][J];
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < J; ++j) acc[r][j] = _mm512_setzero_ps();
-  const int32_t* k32 = reinterpret_cast<const int32_t*>(ks);
-  const int64_t k_row = d_qk / 2;
-  for (int64_t p = 0; p < d_qk / 2; ++p) {
-    const uint16_t* qrow = qv + ((p / 16) * ht + j0) * 512 + (p % 16) * 32;
-    __m512bh q[J];
-    for (int j = 0; j < J; ++j) q[j] = (__m512bh)_mm512_load_si512(qrow + j * 512);
-    for (int r = 0; r < R; ++r) {
-      const __m512bh k = (__m512bh)_mm512_set1_epi32(k32[r * k_row + p]);
-      for (int j = 0; j < J; ++j) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], k, q[j]);
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int j = 0; j < J; ++j) _mm512_store_ps(st + r * hp + (j0 + j) * 16, acc[r][j]);
-}
-
-// All 32 rows for head vectors [j0, j0 + J): 6-row tiles with 4 vectors, else 8-row tiles.
-template <int J>
-inline void qk_rows(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp, int64_t j0,
-                    float* st) {
-  if constexpr (J == 4) {
-    for (int64_t r = 0; r < 30; r += 6) qk_tile<6, 4>(ks + r * d_qk, d_qk, qv, hp, j0, st + r * hp);
-    qk_tile<2, 4>(ks + 30 * d_qk, d_qk, qv, hp, j0, st + 30 * hp);
-  } else {
-    for (int64_t r = 0; r < 32; r += 8) qk_tile<8, J>(ks + r * d_qk, d_qk, qv, hp, j0, st + r * hp);
-  }
-}
 
 // O rows [h0, h0 + 4) x column vectors [v0, v0 + V) (+)= (P_hi + P_lo) . V over n_pad tokens.
 template <int V>
@@ -89,12 +53,7 @@ struct Bf16Kernels {
   struct Scope {};
   static void qk_strip(const uint16_t* ks, int64_t d_qk, const uint16_t* qv, int64_t hp,
                        float* st) {
-    const int64_t ht = hp / 16;
-    int64_t j = 0;
-    for (; j + 4 <= ht; j += 4) qk_rows<4>(ks, d_qk, qv, hp, j, st);
-    if (ht - j == 3) qk_rows<3>(ks, d_qk, qv, hp, j, st);
-    if (ht - j == 2) qk_rows<2>(ks, d_qk, qv, hp, j, st);
-    if (ht - j == 1) qk_rows<1>(ks, d_qk, qv, hp, j, st);
+    bf16_qk_strip(ks, d_qk, qv, hp, st);
   }
   static void pv(const uint16_t* pb, const uint16_t* pl, int64_t hp, int64_t n_pad,
                  const uint16_t* vv, float* acc, bool init) {

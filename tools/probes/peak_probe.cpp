@@ -182,11 +182,14 @@ double measure_clock_ghz(int threads) {
 
 TileGemmCeiling measure_tile_gemm_ceiling(int threads) {
   TileGemmCeiling c;
-  if (effective_isa() < Isa::kAmx) return c;
+  if (effective_isa() < Isa::kAvx512Bf16) return c;
   threads = std::max(1, threads);
   PinScope pin;
-  const ProbeLoop peak = {detail::peak_loop_amx, 200000 / 15};  // ~2 ms each
-  const ProbeLoop gemm = {detail::tile_gemm_loop_amx, 10000 / 15};
+  const bool amx = effective_isa() >= Isa::kAmx;
+  const ProbeLoop peak = amx ? ProbeLoop{detail::peak_loop_amx, 200000 / 15}  // ~2 ms each
+                             : ProbeLoop{detail::peak_loop_avx512_bf16, 600000};
+  const ProbeLoop gemm = amx ? ProbeLoop{detail::tile_gemm_loop_amx, 10000 / 15}
+                             : ProbeLoop{detail::tile_gemm_loop_avx512bf16, 100};
   rate_on_threads(gemm, threads);  // warm-up (and the buffers)
   std::vector<double> rates, ratios;
   for (int rep = 0; rep < 15; ++rep) {

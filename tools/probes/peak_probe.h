@@ -33,12 +33,13 @@ double run_matmul_probe_tflops(int threads);
 /// `threads` pinned threads, best of 7 runs per thread, averaged over the threads.
 double measure_clock_ghz(int threads);
 
-/// A plain 2x2-blocked AMX tile GEMM on the MLA decode QK^T shape with every operand tile loaded
-/// from L1 / L2 (the sparse-decode kernel's own QK strip, see peak_probe_amx.cpp): the ceiling of
-/// the decode kernels' GEMM phases once their data is in cache. 15 pairs of ~2 ms runs, the
+/// The decode kernels' own QK^T strip on the MLA decode shape with every operand loaded from L1 /
+/// L2 (AMX: 2x2-blocked tiles, peak_probe_amx.cpp; AVX512-BF16 without AMX: vdpbf16ps register
+/// tiles, peak_probe_avx512bf16.cpp): the ceiling of the decode kernels' GEMM phases once their
+/// data is in cache. 15 pairs of ~2 ms runs, the
 /// register-only peak loop then the GEMM, so that each ratio compares runs at the same AMX speed.
 struct TileGemmCeiling {
-  double tflops = 0.0;        ///< median GEMM rate (0 when AMX is not usable)
+  double tflops = 0.0;        ///< median GEMM rate (0 below AVX512-BF16)
   double frac_of_peak = 0.0;  ///< median of GEMM rate / register-only rate, pair by pair
 };
 TileGemmCeiling measure_tile_gemm_ceiling(int threads);
@@ -54,6 +55,7 @@ double peak_loop_amx(long iters);
 /// `iters` strips of the tile GEMM probe; returns FLOPs executed.
 double tile_gemm_loop_amx(long iters);
 double peak_loop_avx512_bf16(long iters);
+double tile_gemm_loop_avx512bf16(long iters);
 double peak_loop_avx512(long iters);
 double peak_loop_avx2(long iters);
 }  // namespace detail
