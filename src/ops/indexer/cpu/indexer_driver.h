@@ -62,7 +62,9 @@ struct PageCursor {
 
 /// Keys of the paged cache of request b. Dequantising keys [pos, pos + n) also prefetches the
 /// next n keys below `limit` (a token's codes and scale sit far apart in its page, and the
-/// compute between two blocks is long enough for the hardware prefetcher to fall behind).
+/// compute between two blocks is long enough for the hardware prefetcher to fall behind) into L2:
+/// the block's scoring sweeps a q row and the key block through L1 and would evict them there
+/// (T1 instead of T0: 0.68 -> 0.73 of the BF16 peak per CPU-second on Zen 4, fused b4 h64 32K).
 template <typename Math>
 struct PagedKeys {
   const PagedMqaLogitsParams* p;
@@ -73,9 +75,9 @@ struct PagedKeys {
     for (int64_t i = 0; i < n; ++i, cur.next()) {
       if (ahead.pos < limit) {
         const IndexerTokenBytes t = ahead.token();
-        _mm_prefetch(reinterpret_cast<const char*>(t.codes), _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(t.codes) + 64, _MM_HINT_T0);
-        _mm_prefetch(reinterpret_cast<const char*>(t.scales), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(t.codes), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(t.codes) + 64, _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(t.scales), _MM_HINT_T1);
         ahead.next();
       }
       const IndexerTokenBytes t = cur.token();
