@@ -176,7 +176,7 @@ def runners(torch, openmla, vllm_ops, cache, table, q, weights, seq_lens, tokens
     funcs = {"openmla_fused": fused, "openmla_logits+topk": separate}
     if vllm_ops is not None:
         funcs["vllm"] = vllm
-    return funcs
+    return funcs, (plan_fused, plan_logits)
 
 
 def time_round_robin(funcs, rounds, iters):
@@ -243,8 +243,9 @@ def main():
           f"{sorted(os.sched_getaffinity(0))}; load {os.getloadavg()}")
     for tokens in (int(t) for t in args.tokens.split(",")):
         problem = make_problem(torch, openmla, tokens)
-        funcs = runners(torch, openmla, vllm_ops, *problem, tokens)
+        funcs, plans = runners(torch, openmla, vllm_ops, *problem, tokens)
         times = time_round_robin(funcs, args.rounds, args.iters)
+        print(f"tokens {tokens:6d} openmla kernels: {' / '.join(p.kernel_name for p in plans)}")
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, t in times.items():
             print(f"tokens {tokens:6d} {name:20s} median {medians[name]:10.1f} us  "
