@@ -25,8 +25,8 @@ int64_t topk_of_scores(const float* scores, int64_t n, int64_t first_pos, int64_
   int64_t m = 0;
   for (int64_t i = 0; i < n; ++i) {
     const uint64_t key = topk_key(scores[i], first_pos + i);
-    if (key < floor) continue;
-    keys[m++] = key;
+    keys[m] = key;  // kept only when it passes the floor (no unpredictable branch)
+    m += key >= floor ? 1 : 0;
     if (m == capacity && i + 1 < n) {
       m = topk_select(keys, m, k);
       floor = keys[k - 1];

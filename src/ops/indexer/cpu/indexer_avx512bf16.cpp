@@ -25,15 +25,18 @@ constexpr int64_t kPairs = 64;
 
 inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
 
-/// 128 e4m3 codes -> 64 bf16 pairs (exact, NaN codes to bf16 NaN).
+/// 128 e4m3 codes -> 64 bf16 pairs (exact, NaN codes to bf16 NaN): the byte tables of
+/// cpu/fp8_convert_avx512.h without its power-of-two scale step.
 inline void dequant_e4m3_bf16(const uint8_t* codes, uint32_t* out) {
   const E4M3Lut t = load_e4m3_lut();
-  const __m512i zero = _mm512_setzero_si512();
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int c = 0; c < 128; c += 64) {
-    __m512i w0, w1;
-    e4m3x64_to_bf16(t, _mm512_loadu_si512(codes + c), zero, &w0, &w1);
-    _mm512_storeu_si512(out + c / 2, w0);
-    _mm512_storeu_si512(out + c / 2 + 16, w1);
+    const __m512i pc = _mm512_permutexvar_epi8(t.perm, _mm512_loadu_si512(codes + c));
+    const __m512i lo = _mm512_permutex2var_epi8(t.lo0, pc, t.lo1);
+    const __m512i hi = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(t.hi0, pc, t.hi1), pc,
+                                                 sign, 0xF8);  // hi | (pc & 0x80)
+    _mm512_storeu_si512(out + c / 2, _mm512_unpacklo_epi8(lo, hi));
+    _mm512_storeu_si512(out + c / 2 + 16, _mm512_unpackhi_epi8(lo, hi));
   }
 }
 
