@@ -332,10 +332,12 @@ uint8_t subnormal_code(int64_t n) { return static_cast<uint8_t>((n % 2) << 7 | (
 // Every finite e4m3 code in q and fp8 keys, against only subnormal keys (request 0) or only
 // subnormal q (request 1), so a subnormal error cannot hide below the tolerance of large values;
 // fp4 tokens whose four ue8m0 block scales lie far apart (2^-125 .. 2^3: a group far below the
-// largest is negligible).
+// largest is negligible), and (request 1) whose largest-scale group holds only zero codes, so the
+// others, 2^125 below it, are the whole logit.
 TEST_P(IndexerKernelTest, AllCodesAndDistantFp4ScalesMatchReference) {
   if (skip()) GTEST_SKIP() << GetParam() << " not runnable here";
   const uint8_t fp4_scales[4] = {5, 130, 127, 60};
+  const uint8_t zero_top_scales[4] = {130, 5, 4, 3};  // request 1: the 2^3 group's codes are 0
   for (auto fmt : {IndexerKeyFormat::kFp8, IndexerKeyFormat::kFp4}) {
     PagedCase c;
     c.format = fmt;
@@ -357,7 +359,9 @@ TEST_P(IndexerKernelTest, AllCodesAndDistantFp4ScalesMatchReference) {
           for (int i = 0; i < 128; ++i)
             pg[128 * off + i] = b == 0 ? subnormal_code(s * 131 + i) : finite_code(s * 131 + i * 5);
         } else {
-          for (int i = 0; i < 4; ++i) pg[64 * c.page + 4 * off + i] = fp4_scales[(i + s) % 4];
+          const uint8_t* sc = b == 0 ? fp4_scales : zero_top_scales;
+          for (int i = 0; i < 4; ++i) pg[64 * c.page + 4 * off + i] = sc[(i + s) % 4];
+          if (b == 1) std::memset(pg + 64 * off + 16 * ((4 - s % 4) % 4), 0, 16);
         }
       }
     const std::string what = fmt == IndexerKeyFormat::kFp8 ? "fp8 all codes" : "fp4 far scales";

@@ -7,14 +7,17 @@
 // (low word d = 2p, high word d = 2p + 1; hp = heads rounded up to 16, pad heads and weights
 // zero); blocks of kKeyBlock keys are dequantised ONCE into bf16 [keys][128] (= [keys][64] pairs):
 // e4m3 through the VBMI tables of cpu/fp8_convert_avx512.h with the fp32 key scale applied after
-// the dot; e2m1 as value x 2^(e_g - e_max) per 32-dim group (exact; a group more than 2^-120 below
-// the token's largest is dropped, far inside the tolerance) with 2^(e_max - 127) applied after.
+// the dot; e2m1 as value x 2^(e_g - e_max) per 32-dim group, e_max the largest scale of a group
+// with a non-zero code (exact; a group 2^-116 or more below it is dropped, far inside the
+// tolerance) with 2^(e_max - 127) applied after.
 // Tiling: per key block, passes over 4 (then 2, 1) head vectors, each sweeping the keys in tiles
 // of up to 6 keys x J head vectors of accumulators: per pair p one Qp vector per head vector and
 // a 32-bit broadcast of the key's pair p, acc[key][heads] = vdpbf16ps chain over p = 0..63; then
 // part[key] += w[heads] * max(0, acc) for head vectors in ascending order; the logit is a fixed
 // horizontal sum of part[key] times the key scale. The order of every operation on a logit is
 // fixed by its key and row alone (bitwise thread- and batch-invariant).
+#include <cstring>
+
 #include "ops/indexer/cpu/indexer_fma.h"
 
 namespace openmla {
@@ -23,7 +26,12 @@ namespace {
 constexpr int kBfTileKeys = 6;
 constexpr int64_t kPairs = 64;
 
-inline __m512bh as_bh(__m512i v) { return reinterpret_cast<__m512bh&>(v); }
+/// The same 512 bits as bf16 pairs (memcpy: __m512bh is not may_alias in every compiler).
+inline __m512bh as_bh(__m512i v) {
+  __m512bh b;
+  std::memcpy(&b, &v, sizeof(b));
+  return b;
+}
 
 /// 128 e4m3 codes -> 64 bf16 pairs (exact, NaN codes to bf16 NaN): the byte tables of
 /// cpu/fp8_convert_avx512.h without its power-of-two scale step.
@@ -40,15 +48,29 @@ inline void dequant_e4m3_bf16(const uint8_t* codes, uint32_t* out) {
   }
 }
 
-/// 64 bytes of e2m1 pairs + 4 ue8m0 scales -> 64 bf16 pairs of value x 2^(e_g - e_max); returns
-/// 2^(e_max - 127) (NaN when a scale byte is 0xFF).
+/// The largest scale byte of the token's groups that hold a non-zero code (all groups when none
+/// does, or when a scale is the NaN byte 0xFF, which must reach the logit as the reference's does).
+inline int e2m1_ref_exponent(const uint8_t* codes, const uint8_t* scales) {
+  int e_all = 0, e_nonzero = -1;
+  for (int g = 0; g < 4; ++g) {
+    e_all = std::max<int>(e_all, scales[g]);
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16 * g));
+    if (!_mm_testz_si128(b, _mm_set1_epi8(0x77))) e_nonzero = std::max<int>(e_nonzero, scales[g]);
+  }
+  return e_nonzero < 0 || e_all == 0xFF ? e_all : e_nonzero;
+}
+
+/// 64 bytes of e2m1 pairs + 4 ue8m0 scales -> 64 bf16 pairs of value x 2^(e_g - e_max), e_max of
+/// e2m1_ref_exponent; returns 2^(e_max - 127). A group 2^-116 or more below e_max is dropped (its
+/// products with e4m3 q would fall below the fp32 normals, which VDPBF16PS flushes), as is an
+/// all-zero group above it.
 inline float dequant_e2m1_bf16(const uint8_t* codes, const uint8_t* scales, uint32_t* out) {
-  const int e_max = std::max(std::max(scales[0], scales[1]), std::max(scales[2], scales[3]));
+  const int e_max = e2m1_ref_exponent(codes, scales);
   const __m128i lut = _mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
   const __m128i nib = _mm_set1_epi8(0x0F);
   for (int g = 0; g < 4; ++g) {
     const int rel = scales[g] - e_max;  // the table holds twice the value: 2^(rel - 1) undoes it
-    const float f = rel < -120 ? 0.0f : ue8m0_to_float(static_cast<uint8_t>(126 + rel));
+    const float f = rel <= -116 || rel > 0 ? 0.0f : ue8m0_to_float(static_cast<uint8_t>(126 + rel));
     const __m512 scale = _mm512_set1_ps(f);
     const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + 16 * g));
     const __m128i lo = _mm_shuffle_epi8(lut, _mm_and_si128(b, nib));
