@@ -12,9 +12,10 @@ next_n 1 and 2 threads:
   * vLLM `torch.ops._C.fp8_paged_mqa_logits_cpu` + `torch.ops._C.topk_transform_512_cpu`, called
     as vllm/model_executor/layers/sparse_attn_indexer.py's `forward_cpu` decode branch does
     (q [B, H, 128] e4m3, the cache as its [num_blocks, page_bytes] view, seq_lens [B]).
-Prints the median and minimum of each per round and the ratio vLLM / openmla, then checks that
-both select the same physical slots (a cross-check of the byte compatibility; slots whose
-logits tie within fp32 rounding may differ and are counted separately). Independently of the
+OMP_WAIT_POLICY defaults to PASSIVE (set it to override). Prints the median and minimum of each
+per round and the ratio vLLM / openmla, then checks that both select the same physical slots (a
+cross-check of the byte compatibility; slots whose logits tie within fp32 rounding may differ
+and are counted separately). Independently of the
 compiled ops it also runs vLLM's pure-torch `fp8_paged_mqa_logits_torch` (compiled from the
 installed vllm source, nothing imported) on the same bytes and compares logits and top-k sets.
 
@@ -176,7 +177,7 @@ def runners(torch, openmla, vllm_ops, cache, table, q, weights, seq_lens, tokens
     funcs = {"openmla_fused": fused, "openmla_logits+topk": separate}
     if vllm_ops is not None:
         funcs["vllm"] = vllm
-    return funcs
+    return funcs, (plan_fused, plan_logits)
 
 
 def time_round_robin(funcs, rounds, iters):
@@ -224,6 +225,9 @@ def main():
     parser.add_argument("--require-peer", action="store_true",
                         help="exit (status 0) when the vLLM ops are unavailable")
     args = parser.parse_args()
+    # Before torch starts OpenMP: its workers otherwise spin after every vLLM call and take the
+    # cores from the openmla call timed next (seen on Zen 4: fused 5.1 ms after vLLM vs 3.3 ms).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
@@ -240,11 +244,13 @@ def main():
     import openmla
 
     print(f"cpu: {openmla.cpu_features()}; threads {args.threads}; affinity "
-          f"{sorted(os.sched_getaffinity(0))}; load {os.getloadavg()}")
+          f"{sorted(os.sched_getaffinity(0))}; OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}; "
+          f"load {os.getloadavg()}")
     for tokens in (int(t) for t in args.tokens.split(",")):
         problem = make_problem(torch, openmla, tokens)
-        funcs = runners(torch, openmla, vllm_ops, *problem, tokens)
+        funcs, plans = runners(torch, openmla, vllm_ops, *problem, tokens)
         times = time_round_robin(funcs, args.rounds, args.iters)
+        print(f"tokens {tokens:6d} openmla kernels: {' / '.join(p.kernel_name for p in plans)}")
         medians = {name: statistics.median(t) for name, t in times.items()}
         for name, t in times.items():
             print(f"tokens {tokens:6d} {name:20s} median {medians[name]:10.1f} us  "

@@ -7,8 +7,8 @@
 namespace openmla {
 
 /// Ordered: a kernel built for level L runs on any host at level >= L. kAvx512 is AVX-512 F/BW/VL/
-/// DQ/VBMI (the FMA kernels); kAvx512Bf16 adds the BF16 dot (vdpbf16ps), which only the matmul
-/// peak probe uses so far; kAmx adds AMX-BF16 tiles.
+/// DQ/VBMI (the FMA kernels); kAvx512Bf16 adds the BF16 dot (vdpbf16ps: the *.avx512bf16 kernels
+/// and the matmul peak probe); kAmx adds AMX-BF16 tiles.
 enum class Isa : int { kNone = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAmx = 4 };
 
 struct CpuFeatures {

@@ -142,6 +142,24 @@ TEST(Dispatch, Avx512CapKeepsTheAvx512KernelsAndDropsTheBf16Level) {
   EXPECT_EQ(planned_kernel({}), first_kernel_up_to(Isa::kAvx512));
 }
 
+// The indexer ops take any problem on their vector kernels, so the ISA alone decides: the BF16-dot
+// kernels on a BF16 host, the fp32 AVX-512 ones under OPENMLA_MAX_ISA=avx512.
+TEST(Dispatch, IndexerOpsPickTheBf16KernelsUnlessCappedAtAvx512) {
+  if (openmla::host_isa() < Isa::kAvx512Bf16) GTEST_SKIP() << "host has no AVX512-BF16";
+  for (Op op : {Op::kMqaLogits, Op::kPagedMqaLogits, Op::kPagedIndexerTopk}) {
+    const std::string name = openmla::op_name(op);
+    const KernelEntry* chosen = nullptr;
+    {
+      EnvGuard guard("OPENMLA_MAX_ISA", "avx512bf16");
+      ASSERT_TRUE(openmla::select_kernel(op, nullptr, {}, &chosen).ok());
+      EXPECT_EQ(std::string(chosen->name), name + ".avx512bf16");
+    }
+    EnvGuard guard("OPENMLA_MAX_ISA", "avx512");
+    ASSERT_TRUE(openmla::select_kernel(op, nullptr, {}, &chosen).ok());
+    EXPECT_EQ(std::string(chosen->name), name + ".avx512");
+  }
+}
+
 /// The flags line of /proc/cpuinfo ("" where it cannot be read).
 std::string proc_cpu_flags() {
   std::ifstream in("/proc/cpuinfo");

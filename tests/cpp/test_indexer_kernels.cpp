@@ -4,7 +4,8 @@
 // lengths 0..300 and one 40000-token request, context_lens [B] and [B, next_n]); NaN-poisoned
 // unused slots, scales, page padding and unused pages, and garbage in unused block-table
 // entries; top-k sets equal to the reference's (tolerance-aware at the k-th score) and exact
-// ties resolved to the lower position; k > visible and empty rows; bitwise invariance over
+// ties resolved to the lower position; every finite e4m3 code (subnormals included) and fp4
+// block scales 2^125 apart; k > visible and empty rows; bitwise invariance over
 // 1 / 2 / 3 threads and batch composition.
 // Logit tolerance: |kernel - ref| <= 1e-5 * M + 1e-30 with M = sum_h |w_h| * sum_d |q_hd k_d|
 // * |k_scale| (fp32 FMA chains of 128 products then 64 heads; the random-walk error is ~1e-6 M).
@@ -317,6 +318,57 @@ TEST_P(IndexerKernelTest, PagedLogitsAndTopkMatchReference) {
       expect_logits_close(d, run_paged(d, name(Op::kPagedMqaLogits)), ref, what);
     expect_topk_ok(d, run_fused(d, name(Op::kPagedIndexerTopk)), ref, what);
     for (float x : ref) ASSERT_FALSE(std::isnan(x)) << what << ": poison reached the reference";
+  }
+}
+
+// The n-th finite e4m3 code (cycling through all 254: subnormals, zeros, both signs, +-448), or
+// the n-th of the 14 non-zero subnormal codes.
+uint8_t finite_code(int64_t n) {
+  const int64_t c = n % 254;
+  return static_cast<uint8_t>(c >= 0x7F ? c + 1 : c);
+}
+uint8_t subnormal_code(int64_t n) { return static_cast<uint8_t>((n % 2) << 7 | (1 + n / 2 % 7)); }
+
+// Every finite e4m3 code in q and fp8 keys, against only subnormal keys (request 0) or only
+// subnormal q (request 1), so a subnormal error cannot hide below the tolerance of large values;
+// fp4 tokens whose four ue8m0 block scales lie far apart (2^-125 .. 2^3: a group far below the
+// largest is negligible), and (request 1) whose largest-scale group holds only zero codes, so the
+// others, 2^125 below it, are the whole logit.
+TEST_P(IndexerKernelTest, AllCodesAndDistantFp4ScalesMatchReference) {
+  if (skip()) GTEST_SKIP() << GetParam() << " not runnable here";
+  const uint8_t fp4_scales[4] = {5, 130, 127, 60};
+  const uint8_t zero_top_scales[4] = {130, 5, 4, 3};  // request 1: the 2^3 group's codes are 0
+  for (auto fmt : {IndexerKeyFormat::kFp8, IndexerKeyFormat::kFp4}) {
+    PagedCase c;
+    c.format = fmt;
+    c.heads = 32;
+    c.ctx = {300, 77};
+    c.topk = 40;
+    c.seed = 21;
+    PagedData d = make_paged(c);
+    const size_t per_request = d.q.size() / 2;
+    for (size_t i = 0; i < d.q.size(); ++i) {
+      const int64_t n = static_cast<int64_t>(i) * 7 + 3;
+      d.q[i] = i < per_request ? finite_code(n) : subnormal_code(n);
+    }
+    for (int64_t b = 0; b < d.batch; ++b)
+      for (int64_t s = 0; s < d.visible(b, 0); ++s) {
+        uint8_t* pg = d.cache.data() + (d.page_of(b, s) - d.cache.data());
+        const int64_t off = s % c.page;
+        if (fmt == IndexerKeyFormat::kFp8) {
+          for (int i = 0; i < 128; ++i)
+            pg[128 * off + i] = b == 0 ? subnormal_code(s * 131 + i) : finite_code(s * 131 + i * 5);
+        } else {
+          const uint8_t* sc = b == 0 ? fp4_scales : zero_top_scales;
+          for (int i = 0; i < 4; ++i) pg[64 * c.page + 4 * off + i] = sc[(i + s) % 4];
+          if (b == 1) std::memset(pg + 64 * off + 16 * ((4 - s % 4) % 4), 0, 16);
+        }
+      }
+    const std::string what = fmt == IndexerKeyFormat::kFp8 ? "fp8 all codes" : "fp4 far scales";
+    const std::vector<float> ref = run_paged(d, "paged_mqa_logits.ref");
+    if (GetParam() != "ref")
+      expect_logits_close(d, run_paged(d, name(Op::kPagedMqaLogits)), ref, what);
+    expect_topk_ok(d, run_fused(d, name(Op::kPagedIndexerTopk)), ref, what);
   }
 }
 

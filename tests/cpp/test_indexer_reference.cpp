@@ -1,11 +1,14 @@
 // The indexer's reference kernels on hand-worked cases (exact values), the unfused indexer_topk
 // against a brute-force sort (ties, starts / ends, block-table slots, k > visible, empty rows),
-// and argument validation: each bad shape, dtype, stride or value gives a Status naming it.
+// topk_select / topk_of_scores (nth_element and the running floor) against a full sort on
+// random, few-valued, tied, NaN and -inf scores; and argument validation: each bad shape, dtype,
+// stride or value gives a Status naming it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -13,6 +16,7 @@
 #include <vector>
 
 #include "openmla/indexer.h"
+#include "ops/indexer/indexer.h"
 #include "tensors.h"
 
 namespace openmla {
@@ -387,6 +391,54 @@ TEST(IndexerApi, TopkErrorsNameTheArgument) {
   expect_error(indexer_topk(a), StatusCode::kInvalidArgument, "block_table[0, 1] = -3");
   a.logits.dtype = DType::kF16;
   expect_error(indexer_topk(a), StatusCode::kWrongDtype, "logits");
+}
+
+// The kept keys are exactly the k largest (keys are distinct, so the set is unique).
+TEST(IndexerSelect, RadixSelectAndFloorKeepTheLargestKeys) {
+  std::mt19937 rng(3);
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  for (int trial = 0; trial < 120; ++trial) {
+    const int64_t n = 1 + static_cast<int64_t>(rng() % (trial < 60 ? 300 : 20000));
+    const int64_t k = 1 + static_cast<int64_t>(rng() % (n + 5));
+    std::vector<float> scores(static_cast<size_t>(n));
+    for (auto& x : scores) {
+      switch (trial % 5) {
+        case 0:
+          x = std::uniform_real_distribution<float>(-100.0f, 100.0f)(rng);
+          break;
+        case 1:
+          x = static_cast<float>(rng() % 3);
+          break;  // few values: long ties
+        case 2:
+          x = 1.5f;
+          break;  // all tied
+        case 3:
+          x = rng() % 4 == 0 ? kNan : (rng() % 4 == 0 ? kNegInf : static_cast<float>(rng() % 50));
+          break;
+        default:
+          x = static_cast<float>(n - (&x - scores.data()));
+          break;  // descending
+      }
+    }
+    const int64_t first = static_cast<int64_t>(rng() % 1000);
+    std::vector<uint64_t> want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) want[i] = topk_key(scores[i], first + i);
+    std::sort(want.begin(), want.end(), std::greater<uint64_t>());
+    want.resize(static_cast<size_t>(std::min(k, n)));
+    std::sort(want.begin(), want.end());
+    std::vector<uint64_t> keys(static_cast<size_t>(n));
+    const int64_t kept = topk_of_scores(scores.data(), n, first, k, keys.data());
+    std::vector<uint64_t> got(keys.begin(), keys.begin() + kept);
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << "trial " << trial << " n " << n << " k " << k;
+    for (int64_t i = 0; i < n; ++i) keys[i] = topk_key(scores[i], first + i);
+    std::shuffle(keys.begin(), keys.end(), rng);
+    const int64_t kept2 = topk_select(keys.data(), n, k);
+    got.assign(keys.begin(), keys.begin() + kept2);
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, want) << "select, trial " << trial;
+  }
 }
 
 }  // namespace

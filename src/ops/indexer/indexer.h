@@ -144,12 +144,15 @@ int64_t topk_of_scores(const float* scores, int64_t n, int64_t first_pos, int64_
 void topk_write_row(uint64_t* keys, int64_t count, int64_t k, const TopkSlotMap& map, int32_t* out,
                     int64_t out_stride, int32_t* length);
 
+extern const KernelEntry kMqaLogitsAvx512Bf16;
 extern const KernelEntry kMqaLogitsAvx512;
 extern const KernelEntry kMqaLogitsAvx2;
 extern const KernelEntry kMqaLogitsRef;
+extern const KernelEntry kPagedMqaLogitsAvx512Bf16;
 extern const KernelEntry kPagedMqaLogitsAvx512;
 extern const KernelEntry kPagedMqaLogitsAvx2;
 extern const KernelEntry kPagedMqaLogitsRef;
+extern const KernelEntry kPagedIndexerTopkAvx512Bf16;
 extern const KernelEntry kPagedIndexerTopkAvx512;
 extern const KernelEntry kPagedIndexerTopkAvx2;
 extern const KernelEntry kPagedIndexerTopkRef;

@@ -5,19 +5,13 @@
 
 namespace openmla {
 
-const KernelEntry kMqaLogitsAvx2 = {"mqa_logits.avx2",       Op::kMqaLogits, Isa::kAvx2,
-                                    indexer_fma_unsupported, nullptr,        mqa_fma_run};
-const KernelEntry kPagedMqaLogitsAvx2 = {"paged_mqa_logits.avx2",
-                                         Op::kPagedMqaLogits,
-                                         Isa::kAvx2,
-                                         indexer_fma_unsupported,
-                                         nullptr,
-                                         paged_fma_run};
-const KernelEntry kPagedIndexerTopkAvx2 = {"paged_indexer_topk.avx2",
-                                           Op::kPagedIndexerTopk,
-                                           Isa::kAvx2,
-                                           indexer_fma_unsupported,
-                                           nullptr,
-                                           fused_fma_run};
+const KernelEntry kMqaLogitsAvx2 = {"mqa_logits.avx2",   Op::kMqaLogits, Isa::kAvx2,
+                                    indexer_any_problem, nullptr,        indexer_mqa_run<FmaMath>};
+const KernelEntry kPagedMqaLogitsAvx2 = {
+    "paged_mqa_logits.avx2",   Op::kPagedMqaLogits, Isa::kAvx2, indexer_any_problem, nullptr,
+    indexer_paged_run<FmaMath>};
+const KernelEntry kPagedIndexerTopkAvx2 = {
+    "paged_indexer_topk.avx2", Op::kPagedIndexerTopk, Isa::kAvx2, indexer_any_problem, nullptr,
+    indexer_fused_run<FmaMath>};
 
 }  // namespace openmla

@@ -5,19 +5,14 @@
 
 namespace openmla {
 
-const KernelEntry kMqaLogitsAvx512 = {"mqa_logits.avx512",     Op::kMqaLogits, Isa::kAvx512,
-                                      indexer_fma_unsupported, nullptr,        mqa_fma_run};
-const KernelEntry kPagedMqaLogitsAvx512 = {"paged_mqa_logits.avx512",
-                                           Op::kPagedMqaLogits,
-                                           Isa::kAvx512,
-                                           indexer_fma_unsupported,
-                                           nullptr,
-                                           paged_fma_run};
-const KernelEntry kPagedIndexerTopkAvx512 = {"paged_indexer_topk.avx512",
-                                             Op::kPagedIndexerTopk,
-                                             Isa::kAvx512,
-                                             indexer_fma_unsupported,
-                                             nullptr,
-                                             fused_fma_run};
+const KernelEntry kMqaLogitsAvx512 = {
+    "mqa_logits.avx512", Op::kMqaLogits, Isa::kAvx512,
+    indexer_any_problem, nullptr,        indexer_mqa_run<FmaMath>};
+const KernelEntry kPagedMqaLogitsAvx512 = {
+    "paged_mqa_logits.avx512", Op::kPagedMqaLogits, Isa::kAvx512, indexer_any_problem, nullptr,
+    indexer_paged_run<FmaMath>};
+const KernelEntry kPagedIndexerTopkAvx512 = {
+    "paged_indexer_topk.avx512", Op::kPagedIndexerTopk, Isa::kAvx512, indexer_any_problem, nullptr,
+    indexer_fused_run<FmaMath>};
 
 }  // namespace openmla
