@@ -62,8 +62,9 @@ def compress_norm_rope_store(state_cache, gather_slots, positions, kv_slot_mappi
         kv_cache = _paged_view(kv_cache, kv_cache_block_size, bpt)
     _C.compressor_store(native(state_cache), native(gather_slots), native(positions),
                         native(kv_slot_mapping), native(rms_norm_weight), float(rms_norm_eps),
-                        native(cos_sin_cache), native(kv_cache), int(compress_ratio), plan=plan,
-                        num_threads=num_threads, kernel=kernel)
+                        native(cos_sin_cache), native(kv_cache), int(compress_ratio),
+                        hadamard=bool(hadamard), plan=plan, num_threads=num_threads,
+                        kernel=kernel)
 
 
 def compressor_rope_cache(max_position, theta=V4_ROPE["theta"], factor=V4_ROPE["factor"],
