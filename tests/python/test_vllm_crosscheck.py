@@ -20,9 +20,10 @@ with the reason when torch, vllm, that library, this CPU's AVX512_BF16 or an op 
 What is compared (tolerances next to each assertion):
 - save_partial_states: the fp32 state cache, bit for bit.
 - MODEL1 entries (584 B, FlashMLA's quantiser; the same page layout on both sides): over 90% of
-  the written bytes equal, nothing else written. The rest is a rounding difference: vLLM
-  (csrc/cpu compressor, like its Triton kernel's "RMSNorm (fp32 throughout)") keeps the pooled
-  value in fp32 through RMSNorm and RoPE and rounds once, where DeepSeek's reference (and
+  the written bytes equal, nothing else written. The rest is a rounding difference: vLLM's CPU
+  op keeps the pooled value in fp32 through RMSNorm and RoPE and rounds once (its RoPE bytes
+  equal that pipeline's in float64 for 53 of 54 entries tried; its Triton kernel in
+  common/ops/fused_compress_quant_cache.py says "RMSNorm (fp32 throughout)" too), where DeepSeek's reference (and
   openmla) rounds to bf16 after pooling (`self.norm(kv.to(dtype))`), after the norm and after
   the rotation. Bounds: FP8 values one e4m3 code apart, the 64 RoPE dims within 2^-6 of their
   pair's norm.
