@@ -25,7 +25,12 @@ import time
 
 import numpy as np
 
-import openmla
+# Torch's OpenMP workers spin after each call by default and would steal the cores openmla's
+# threads are timed on (vLLM's ops then took milliseconds for 16 tokens); let them sleep, for both
+# sides alike, as bench/peer_v4_blocks.py does.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import openmla  # noqa: E402
 
 D = 512
 

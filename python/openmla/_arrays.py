@@ -53,18 +53,29 @@ def torch_dtype(name):
     return getattr(torch, name)
 
 
+_TO_DLPACK = []  # torch.utils.dlpack.to_dlpack, looked up once
+
+
 def native(x):
     """What the native module receives for array `x`: the array itself when DLPack or the buffer
-    protocol describe its element type, else an (integer view, dtype name) pair. Zero-copy."""
+    protocol describe its element type, else an (integer view, dtype name) pair. Zero-copy.
+    A CPU tensor goes as its DLPack capsule (torch.utils.dlpack.to_dlpack, under a microsecond),
+    which the module takes like the tensor, rather than the tensor, whose Python-level
+    `__dlpack__` costs several: on a decode-sized op that was a large part of the call."""
     if x is None:
         return None
-    if is_torch(x):
-        torch = _torch()
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
         if x.requires_grad:
             x = x.detach()
-        if x.dtype == torch.float8_e4m3fn:
-            return (x.view(torch.uint8), "float8_e4m3fn")
-        return x
+        name = None
+        if x.dtype is torch.float8_e4m3fn:
+            x, name = x.view(torch.uint8), "float8_e4m3fn"
+        if x.is_cpu:
+            if not _TO_DLPACK:
+                _TO_DLPACK.append(torch.utils.dlpack.to_dlpack)
+            x = _TO_DLPACK[0](x)
+        return x if name is None else (x, name)
     if isinstance(x, np.ndarray):
         view = _NUMPY_VIEWS.get(x.dtype.name)
         if view is not None:
@@ -77,7 +88,8 @@ class Family:
 
     def __init__(self, like):
         self.torch = is_torch(like)
-        self.device = like.device if self.torch else None
+        # `like.device` builds a new object (most of a microsecond); CPU is the common case.
+        self.device = (like.device if not like.is_cpu else "cpu") if self.torch else None
 
     def empty(self, shape, dtype_name, zero=False):
         shape = tuple(int(s) for s in shape)

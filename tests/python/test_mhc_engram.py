@@ -7,14 +7,12 @@ of the reference formulas:
 - Engram: DeepSeek's Engram demo (`NgramHashMapping._get_ngram_hashes`, the offsets of
   `MultiHeadEmbedding`) and the HF DeepSeek-V4.1 port's `_engram_gate`; v4-blocks.md section 3.
 
-When vLLM is importable its eager mHC functions (and, where the CPU can load them, its fused
-`torch.ops._C.hc_*_fused_cpu` kernels) are compared too; otherwise those tests skip.
+When vLLM is importable its eager mHC functions are compared too (skipped otherwise); its fused
+`torch.ops._C.hc_*_fused_cpu` kernels are cross-checked in test_vllm_crosscheck.py.
 """
 
 import importlib.util
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -262,20 +260,6 @@ def _vllm_mhc_torch():
     return module
 
 
-def _vllm_fused_ops():
-    """torch.ops._C with the hc_*_fused_cpu kernels, or skip. The library is probed in a
-    subprocess first: vLLM's AVX-512 build dies with SIGILL on AVX2-only CPUs."""
-    torch = pytest.importorskip("torch")
-    lib = os.path.join(_vllm_dir(), "_C.abi3.so")
-    probe = ("import torch, sys; torch.ops.load_library(sys.argv[1]); "
-             "torch.ops._C.hc_pre_fused_cpu.default")
-    if not os.path.exists(lib) or subprocess.run([sys.executable, "-c", probe, lib],
-                                                 capture_output=True, timeout=300).returncode:
-        pytest.skip("vLLM's hc_*_fused_cpu kernels cannot be loaded on this CPU")
-    torch.ops.load_library(lib)
-    return torch.ops._C
-
-
 def test_hc_pre_post_match_vllm_eager(rng):
     torch = pytest.importorskip("torch")
     vm = _vllm_mhc_torch()
@@ -291,17 +275,3 @@ def test_hc_pre_post_match_vllm_eager(rng):
     out_v = vm.mhc_post_torch(f, xt, post_v, comb_v)
     assert_bf16_close(openmla.hc_post(f, xt, post_v, comb_v), f64(out_v))
     assert torch.is_tensor(y)
-
-
-def test_hc_ops_match_vllm_fused_cpu(rng):
-    ops = _vllm_fused_ops()
-    x, fn, scale, base = mhc_inputs(rng, 4, 4, 256)
-    args = [make(a, t, "torch") for a, t in ((x, "bfloat16"), (fn, "float32"),
-                                             (scale, "float32"), (base, "float32"))]
-    y_v, post_v, comb_v = ops.hc_pre_fused_cpu(*args, 4, 20, 1e-6, 1e-6)
-    y, post, comb = openmla.hc_pre(*args, sinkhorn_iters=20)
-    assert_bf16_close(y, f64(y_v))
-    np.testing.assert_allclose(f64(comb), f64(comb_v), rtol=1e-3, atol=1e-5)
-    f = make(bf16_round(rng.normal(size=(4, 256))), "bfloat16", "torch")
-    out_v = ops.hc_post_fused_cpu(f, args[0], post_v, comb_v)
-    assert_bf16_close(openmla.hc_post(f, args[0], post_v, comb_v), f64(out_v))

@@ -4,12 +4,15 @@
 // Mix (hc_pre / hc_head): mix[t, r] = fn[r] . vec(X_t), the projection of the flattened streams.
 // Layout: X [tokens, hc, hidden] bf16 (hidden contiguous, any token / stream strides), fn
 // [rows, hc * hidden] fp32. Tiling: the reduction runs stream by stream in blocks of kMixBlock
-// columns; a micro-tile keeps kMixTok tokens x kMixRows rows of vector accumulators (12 of 16
-// registers with AVX2, 24 of 32 with AVX-512; hc_head, with hc rows only, kHeadRows), loading
-// each fn vector once per token pair and each token vector once per row group. A block's
-// accumulators are reduced (fv_hsum) and added to the token's running fp32 sums, so every
-// (token, row) sees the same operations in the same order whatever the tiling, the token's
-// neighbours or the thread count: bitwise thread-invariant.
+// columns; a micro-tile keeps TOK tokens x ROWS rows of vector accumulators (hc_pre: 2 x kMixRows,
+// 12 of 16 registers with AVX2, 24 of 32 with AVX-512; hc_head, with hc = 4 rows only: 4 x 4),
+// loading each fn vector once per TOK tokens and each token vector once per row group; a lone
+// token (decode) takes a 1-token tile rather than computing a clamped copy of itself. Between
+// blocks a tile's accumulators go to a per-(token, row) vector of partial sums (lane l holds the
+// columns = l mod lanes, summed in column order), reduced once (fv_hsum) after the last block;
+// a block's scalar tail columns go to the fp32 row sum. So every (token, row) sees the same
+// operations in the same order whatever the tiling, the token's neighbours or the thread count:
+// bitwise thread- and batch-invariant.
 // Work: tasks are (chunk of kMixChunk tokens, range of row groups); with enough chunks a task
 // takes all rows and then finishes its tokens (rsqrt, gates, Sinkhorn, y) while they are in cache;
 // otherwise (decode) the row groups are spread over the threads and a second pass finishes.
@@ -19,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -31,8 +35,15 @@ namespace {
 
 constexpr int kMixTok = 2;
 constexpr int kMixRows = 3 * kQkVecs;  // 6 (AVX2) or 12 (AVX-512): 2 x rows accumulators + 3
-// hc_head projects onto hc (4) rows only: a narrower tile, so that no row computed is dropped.
-constexpr int kHeadRows = 2 * kQkVecs;
+// hc_head projects onto hc (4 in V4) rows only: a 4-row tile, so that no row computed is
+// dropped, and 4 tokens per tile (16 accumulators) to load each fn vector once per 4 tokens.
+constexpr int kHeadRows = 4;
+constexpr int kHeadTok = 4;
+// A lone token reads fn once, from L3 or memory: rows 64 KiB apart at V4-Flash sizes all map
+// to one L1 set, so it takes kQkVecs rows at a time (4 with AVX-512, 2 with AVX2: a divisor of
+// both tiles' row counts) instead of a whole row group.
+constexpr int kLoneRows = kQkVecs;
+static_assert(kMixRows % kLoneRows == 0 && kHeadRows % kLoneRows == 0, "lone tiles split groups");
 // Why 256: one block of 24 fn rows (V4's hc_pre) is 24 KiB of fp32, which stays in the 32 KiB L1d
 // while every token pair of the chunk streams past it.
 constexpr int64_t kMixBlock = 256;
@@ -41,55 +52,102 @@ constexpr int64_t kMixBlock = 256;
 constexpr int64_t kMixChunk = 16;
 constexpr int64_t kPostBlock = 1024;  // columns per hc_post task: 2 KiB per stream, L1-resident
 
-/// Adds the projection of columns [c0, c0 + len) of stream j, for `nt` tokens starting at t0 and
-/// the ROWS rows starting at r0 (rows past p.rows are computed on a clamped row and dropped),
-/// to mix[(t - t0) * rows + r].
-template <int ROWS>
+/// Adds the projection of columns [c0, c0 + len) of stream j, for `nt` <= TOK tokens starting at
+/// t0 and the ROWS rows starting at r0 (rows past p.rows and tokens past nt are computed on a
+/// clamped row / token and dropped), to the partial-sum vectors vacc[((t - t0) * rows + r) *
+/// lanes ..] (the first block, j = c0 = 0, starts them) and its tail columns to
+/// mix[(t - t0) * rows + r]. Row r0 + r of the block is at f + r * f_stride (fn itself, or a
+/// packed copy).
+template <int ROWS, int TOK>
 void mix_block(const MhcMixParams& p, int64_t t0, int nt, int64_t r0, int64_t j, int64_t c0,
-               int64_t len, float* mix) {
-  const uint16_t* xs[kMixTok];
-  for (int t = 0; t < kMixTok; ++t)
+               int64_t len, const float* f, int64_t f_stride, float* mix, float* vacc) {
+  const uint16_t* xs[TOK];
+  for (int t = 0; t < TOK; ++t)
     xs[t] = p.x + (t0 + std::min(t, nt - 1)) * p.x_stride[0] + j * p.x_stride[1] + c0;
+  const int64_t valid_rows = std::min<int64_t>(ROWS, p.rows - r0);
   const float* fs[ROWS];
-  for (int r = 0; r < ROWS; ++r)
-    fs[r] = p.fn + std::min(r0 + r, p.rows - 1) * p.fn_stride + j * p.hidden + c0;
-  FmaVec acc[kMixTok][ROWS];
-  for (int t = 0; t < kMixTok; ++t)
-    for (int r = 0; r < ROWS; ++r) acc[t][r] = fv_zero();
+  for (int r = 0; r < ROWS; ++r) fs[r] = f + std::min<int64_t>(r, valid_rows - 1) * f_stride;
+  auto partial = [&](int t, int r) { return vacc + (t * p.rows + r0 + r) * kFmaLanes; };
+  const bool first = j == 0 && c0 == 0;
+  FmaVec acc[TOK][ROWS];
+  for (int t = 0; t < TOK; ++t)
+    for (int r = 0; r < ROWS; ++r)
+      acc[t][r] = first || t >= nt || r >= valid_rows ? fv_zero() : fv_load(partial(t, r));
   const int64_t vec_end = len - len % kFmaLanes;
   for (int64_t c = 0; c < vec_end; c += kFmaLanes) {
-    FmaVec xv[kMixTok];
-    for (int t = 0; t < kMixTok; ++t) xv[t] = fv_load_bf16(xs[t] + c);
+    FmaVec xv[TOK];
+    for (int t = 0; t < TOK; ++t) xv[t] = fv_load_bf16(xs[t] + c);
     for (int r = 0; r < ROWS; ++r) {
       const FmaVec f = fv_load(fs[r] + c);
-      for (int t = 0; t < kMixTok; ++t) acc[t][r] = fv_fma(f, xv[t], acc[t][r]);
+      for (int t = 0; t < TOK; ++t) acc[t][r] = fv_fma(f, xv[t], acc[t][r]);
     }
   }
-  float sums[kMixTok][ROWS];  // reduced with constant indices: acc stays in registers
-  for (int t = 0; t < kMixTok; ++t)
-    for (int r = 0; r < ROWS; ++r) sums[t][r] = fv_hsum(acc[t][r]);
-  const int64_t valid_rows = std::min<int64_t>(ROWS, p.rows - r0);
+  for (int t = 0; t < TOK; ++t)  // constant indices: acc stays in registers
+    for (int r = 0; r < ROWS; ++r)
+      if (t < nt && r < valid_rows) fv_store(partial(t, r), acc[t][r]);
+  if (vec_end == len) return;
   for (int t = 0; t < nt; ++t) {
     for (int r = 0; r < valid_rows; ++r) {
       float tail = 0.0f;
       for (int64_t c = vec_end; c < len; ++c)
         tail = std::fma(fs[r][c], bf16_to_float(xs[t][c]), tail);
-      mix[t * p.rows + r0 + r] += sums[t][r] + tail;
+      mix[t * p.rows + r0 + r] += tail;
     }
   }
 }
 
-/// mix rows of row groups [g0, g1) (ROWS rows each) for tokens [t0, t1); mix points at token
-/// t0's row sums.
+/// Token t's row sums: the tails already in mix_row plus the reduced partial-sum vectors.
+inline void reduce_partials(const MhcMixParams& p, float* mix_row, const float* vacc_row) {
+  for (int64_t r = 0; r < p.rows; ++r) mix_row[r] += fv_hsum(fv_load(vacc_row + r * kFmaLanes));
+}
+
+/// Copies rows [r0, r0 + ROWS) (clamped to p.rows) of stream j, columns [c0, c0 + len), into
+/// buf [ROWS][kMixBlock]: fn rows lie hc * hidden floats apart (64 KiB at V4-Flash), so a block
+/// read in place maps all its rows onto the same L1 sets and falls out of L1 between token tiles.
 template <int ROWS>
-void mix_tokens(const MhcMixParams& p, int64_t t0, int64_t t1, int64_t g0, int64_t g1, float* mix) {
+void pack_fn_block(const MhcMixParams& p, int64_t r0, int64_t j, int64_t c0, int64_t len,
+                   float* buf) {
+  const int64_t r1 = std::min<int64_t>(r0 + ROWS, p.rows);
+  for (int64_t r = r0; r < r1; ++r)
+    std::copy_n(p.fn + r * p.fn_stride + j * p.hidden + c0, len, buf + (r - r0) * kMixBlock);
+}
+
+/// mix rows of row groups [g0, g1) (ROWS rows each) for tokens [t0, t1) in tiles of TOK tokens
+/// (a lone token: 1-token tiles of kLoneRows rows, straight from fn); mix and vacc point at
+/// token t0's row sums and partial-sum vectors.
+template <int ROWS, int TOK>
+void mix_tokens(const MhcMixParams& p, int64_t t0, int64_t t1, int64_t g0, int64_t g1, float* mix,
+                float* vacc) {
+  // A block is re-read by each token tile, from a packed copy; with one tile there is nothing to
+  // reuse, and whole streams save the per-block set-up (the sums are the same for any block).
+  const bool tiled = t1 - t0 > TOK;
+  const int64_t block = tiled ? kMixBlock : p.hidden;
+  alignas(64) float packed[ROWS * kMixBlock];
   for (int64_t j = 0; j < p.hc; ++j) {
-    for (int64_t c0 = 0; c0 < p.hidden; c0 += kMixBlock) {
-      const int64_t len = std::min(kMixBlock, p.hidden - c0);
-      for (int64_t t = t0; t < t1; t += kMixTok) {
-        const int nt = static_cast<int>(std::min<int64_t>(kMixTok, t1 - t));
-        for (int64_t g = g0; g < g1; ++g)
-          mix_block<ROWS>(p, t, nt, g * ROWS, j, c0, len, mix + (t - t0) * p.rows);
+    for (int64_t c0 = 0; c0 < p.hidden; c0 += block) {
+      const int64_t len = std::min(block, p.hidden - c0);
+      for (int64_t g = g0; g < g1; ++g) {
+        const float* f = p.fn + g * ROWS * p.fn_stride + j * p.hidden + c0;
+        int64_t f_stride = p.fn_stride;
+        if (tiled) {
+          pack_fn_block<ROWS>(p, g * ROWS, j, c0, len, packed);
+          f = packed;
+          f_stride = kMixBlock;
+        }
+        for (int64_t t = t0; t < t1; t += TOK) {
+          const int nt = static_cast<int>(std::min<int64_t>(TOK, t1 - t));
+          float* m = mix + (t - t0) * p.rows;
+          float* v = vacc + (t - t0) * p.rows * kFmaLanes;
+          if (nt > 1) {
+            mix_block<ROWS, TOK>(p, t, nt, g * ROWS, j, c0, len, f, f_stride, m, v);
+            continue;
+          }
+          const int64_t r1 = std::min<int64_t>((g + 1) * ROWS, p.rows);
+          for (int64_t r = g * ROWS; r < r1; r += kLoneRows) {
+            mix_block<kLoneRows, 1>(p, t, 1, r, j, c0, len, f + (r - g * ROWS) * f_stride, f_stride,
+                                    m, v);
+          }
+        }
       }
     }
   }
@@ -153,34 +211,41 @@ inline void finish_token(const MhcMixParams& p, int64_t t, const float* raw_mix)
 
 const char* mhc_fma_unsupported(const void*) { return nullptr; }
 
-template <int ROWS>
+template <int ROWS, int TOK>
 void mix_and_finish(const MhcMixParams& p, const ExecConfig& config) {
   std::vector<float> mix(p.tokens * p.rows, 0.0f);
+  std::vector<float> vacc(p.tokens * p.rows * kFmaLanes);  // every entry written before read
   const int64_t chunks = (p.tokens + kMixChunk - 1) / kMixChunk;
   const int64_t groups = (p.rows + ROWS - 1) / ROWS;
   auto chunk_end = [&](int64_t c) { return std::min(p.tokens, (c + 1) * kMixChunk); };
+  auto finish = [&](int64_t t) {
+    reduce_partials(p, mix.data() + t * p.rows, vacc.data() + t * p.rows * kFmaLanes);
+    finish_token(p, t, mix.data() + t * p.rows);
+  };
+  auto at = [&](int64_t t0) {
+    return std::make_pair(mix.data() + t0 * p.rows, vacc.data() + t0 * p.rows * kFmaLanes);
+  };
   if (chunks >= config.num_threads) {
     parallel_for(chunks, config.num_threads, [&](int64_t c, int) {
       const int64_t t0 = c * kMixChunk;
-      mix_tokens<ROWS>(p, t0, chunk_end(c), 0, groups, mix.data() + t0 * p.rows);
-      for (int64_t t = t0; t < chunk_end(c); ++t) finish_token(p, t, mix.data() + t * p.rows);
+      mix_tokens<ROWS, TOK>(p, t0, chunk_end(c), 0, groups, at(t0).first, at(t0).second);
+      for (int64_t t = t0; t < chunk_end(c); ++t) finish(t);
     });
     return;
   }
   parallel_for(chunks * groups, config.num_threads, [&](int64_t task, int) {
     const int64_t c = task / groups, g = task % groups, t0 = c * kMixChunk;
-    mix_tokens<ROWS>(p, t0, chunk_end(c), g, g + 1, mix.data() + t0 * p.rows);
+    mix_tokens<ROWS, TOK>(p, t0, chunk_end(c), g, g + 1, at(t0).first, at(t0).second);
   });
-  parallel_for(p.tokens, config.num_threads,
-               [&](int64_t t, int) { finish_token(p, t, mix.data() + t * p.rows); });
+  parallel_for(p.tokens, config.num_threads, [&](int64_t t, int) { finish(t); });
 }
 
 Status mhc_mix_fma_run(const void* params, const ExecConfig& config) {
   const auto& p = *static_cast<const MhcMixParams*>(params);
   if (p.head)
-    mix_and_finish<kHeadRows>(p, config);
+    mix_and_finish<kHeadRows, kHeadTok>(p, config);
   else
-    mix_and_finish<kMixRows>(p, config);
+    mix_and_finish<kMixRows, kMixTok>(p, config);
   return Status::Ok();
 }
 
