@@ -27,7 +27,10 @@ def rope_table(max_pos, theta=160000.0, factor=16.0, original=65536, beta_fast=3
     def corr(rot):
         return dim * np.log(original / (rot * 2 * np.pi)) / (2 * np.log(theta))
 
-    freqs = (1.0 / (np.float32(theta) ** (np.arange(0, dim, 2, dtype=np.float32) / dim)))
+    # theta ** e rounded once to float32 (as a correctly rounded powf): NumPy's own float32 pow is
+    # a SIMD approximation whose last bits depend on the CPU (1-2 ulp off on AVX-512 hosts).
+    e = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    freqs = (np.float32(1) / (np.float64(theta) ** e.astype(np.float64)).astype(np.float32))
     freqs = freqs.astype(np.float32)
     if original > 0:
         low = max(np.floor(corr(beta_fast)), 0)
