@@ -17,6 +17,7 @@ vLLM's shared top-k buffer (vLLM's contract); the attention maps them to cache s
 block table (``torch.ops.openmla.abs_indices_to_cache_indices``).
 """
 
+import os
 from dataclasses import dataclass
 from typing import ClassVar, Optional
 
@@ -42,6 +43,7 @@ KV_LORA_RANK = 512
 FP8_KV_CACHE_DTYPES = ("fp8_ds_mla",)
 BF16_KV_CACHE_DTYPES = ("auto", "bfloat16")
 SUPPORTED_KV_CACHE_DTYPES = FP8_KV_CACHE_DTYPES + BF16_KV_CACHE_DTYPES
+_CHECK = os.environ.get("OPENMLA_VLLM_CHECK_TOPK", "0") not in ("", "0")
 
 
 @dataclass
@@ -233,6 +235,30 @@ class OpenMLASparseImpl(MLAAttentionImpl[OpenMLATokenMetadata], SharedTopkIndice
             attn_metadata.block_size)
         topk_length = torch.clamp(attn_metadata.context_lens[:num_tokens], max=topk.shape[-1])
         cache = kv_c_and_k_pe_cache
+        out, lse = self._attend(q, cache, slots, topk_length)
+        if _CHECK:
+            self._check(q, cache, slots, out)
+        return out, lse
+
+    def _check(self, q, cache, slots, out):
+        """Debug check (OPENMLA_VLLM_CHECK_TOPK=1): out against a torch reference."""
+        if self.fp8:
+            rows = torch.ops.openmla.dequantize_kv_cache(cache.unsqueeze(2), "V32")
+        else:
+            rows = cache.unsqueeze(2)
+        rows = rows.reshape(-1, HEAD_SIZE).float()
+        for t in range(q.shape[0]):
+            idx = slots[t, 0]
+            idx = idx[idx >= 0].long()
+            kv = rows[idx]
+            p = torch.softmax(q[t].float() @ kv.T * self.scale, dim=-1)
+            ref = p @ kv[:, :KV_LORA_RANK]
+            err = (out[t].float() - ref).abs().max().item()
+            if err > 0.02 * max(1.0, ref.abs().max().item()):
+                raise AssertionError(f"openmla sparse MLA token {t}: max error {err} over "
+                                     f"{idx.numel()} keys (slots {idx[:4].tolist()}...)")
+
+    def _attend(self, q, cache, slots, topk_length):
         if self.fp8:
             sched, _ = openmla.get_mla_metadata()
             out, lse = openmla.flash_mla_with_kvcache(

@@ -13,6 +13,8 @@ n_heads^-0.5), then calls ``SparseAttnIndexer``. ``CustomOp.register_oot`` makes
    which the sparse MLA backend maps to its cache slots.
 """
 
+import os
+
 import torch
 
 from vllm.forward_context import get_forward_context
@@ -21,6 +23,23 @@ from vllm.model_executor.layers.sparse_attn_indexer import SparseAttnIndexer
 import openmla
 
 from .backend import OpenMLATokenMetadata
+
+
+_CHECK = os.environ.get("OPENMLA_VLLM_CHECK_TOPK", "0") not in ("", "0")
+
+
+def _check_all_selected(indices, context_lens, topk):
+    """Debug check (OPENMLA_VLLM_CHECK_TOPK=1): a row whose context fits in topk selects
+    every position 0..len-1, then -1."""
+    pos = torch.arange(indices.shape[1], dtype=torch.int32)
+    for r in range(indices.shape[0]):
+        n = int(context_lens[r])
+        if n <= topk:
+            want = torch.where(pos < n, pos, torch.full_like(pos, -1))
+            if not torch.equal(indices[r], want):
+                bad = (indices[r] != want).nonzero()[:8, 0].tolist()
+                raise AssertionError(f"openmla indexer row {r} (context {n}): wrong entries at "
+                                     f"{bad}: {indices[r][bad].tolist()}")
 
 
 class OpenMLASparseAttnIndexer(SparseAttnIndexer):
@@ -71,6 +90,8 @@ class OpenMLASparseAttnIndexer(SparseAttnIndexer):
             meta.context_lens, block_table, topk,
             out_block_table=self._identity(num_tokens, block_table.shape[1]),
             out_page_size=meta.block_size, indices=indices)
+        if _CHECK:
+            _check_all_selected(buffer[:num_tokens, :topk], meta.context_lens, topk)
         return buffer
 
 
