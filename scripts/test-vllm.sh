@@ -38,5 +38,6 @@ start=$(date +%s)
 "$PY" -c "import openmla.vllm_plugin, vllm; print('openmla', openmla.__version__, 'vllm', vllm.__version__)"
 echo "test-vllm: installs took $(( $(date +%s) - start )) s"
 
-"$PY" -m pytest tests/vllm -q -rs "$@"
+# The vLLM cross-checks of the compressor / mHC ops (skipped in the plain pytest run) as well.
+"$PY" -m pytest tests/vllm tests/python/test_vllm_crosscheck.py -q -rs -p no:cacheprovider "$@"
 echo "test-vllm: total $(( $(date +%s) - start )) s"
