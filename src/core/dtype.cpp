@@ -12,7 +12,7 @@ uint8_t float_to_e4m3(float f) {
   const uint8_t sign = (bits >> 31) ? 0x80 : 0x00;
   const uint32_t a = bits & 0x7FFFFFFFu;
   if (a >= 0x7F800000u) return sign | 0x7F;  // inf, NaN
-  if (a < 0x3C800000u) {                      // below 2^-6
+  if (a < 0x3C800000u) {                     // below 2^-6
     const float t = bits_float(a) * 512.0f + 8388608.0f;
     return sign | static_cast<uint8_t>(static_cast<int>(t - 8388608.0f));
   }
@@ -21,6 +21,19 @@ uint8_t float_to_e4m3(float f) {
   const int mantissa = static_cast<int>((r >> 20) & 7u);
   if (exponent > 15 || (exponent == 15 && mantissa == 7)) return sign | 0x7F;
   return sign | static_cast<uint8_t>((exponent << 3) | mantissa);
+}
+
+void bf16_to_e4m3_scaled(const uint16_t* in, int64_t n, float scale, uint8_t* out) {
+  const uint32_t bits = float_bits(scale);
+  const uint32_t exponent = (bits >> 23) & 0xFFu;
+  // 2^k with k in [-126, 126]: 1 / 2^k = 2^-k is a normal float, and x * 2^-k rounds the same real
+  // number x / 2^k does.
+  if ((bits & 0x807FFFFFu) == 0 && exponent >= 1 && exponent <= 253) {
+    const float inv = bits_float((254u - exponent) << 23);
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_e4m3(bf16_to_float(in[i]) * inv);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = float_to_e4m3(bf16_to_float(in[i]) / scale);
+  }
 }
 
 uint8_t float_to_ue8m0(float f) {

@@ -91,6 +91,10 @@ inline constexpr E4M3Table kE4M3Table{};
 /// Decodes one e4m3fn code (all 256 codes, subnormals and NaN included) through a table.
 inline float e4m3_to_float(uint8_t code) { return bits_float(detail::kE4M3Table.bits[code]); }
 uint8_t float_to_e4m3(float f);
+/// out[i] = float_to_e4m3(bf16 in[i] / scale) for i < n, the quantisers' element loop: one call per
+/// block, and a multiply by the exact reciprocal when scale is a normal power of two (the same
+/// rounded quotient), else the division.
+void bf16_to_e4m3_scaled(const uint16_t* in, int64_t n, float scale, uint8_t* out);
 
 inline float ue8m0_to_float(uint8_t code) {
   if (code == 0xFF) return std::nanf("");

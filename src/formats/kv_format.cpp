@@ -144,8 +144,7 @@ void quantize_token(KvFormat format, const uint16_t* latent, uint8_t* record, ui
       amax = (std::isnan(a) || std::isnan(amax)) ? NAN : std::fmax(amax, a);
     }
     const float scale = ue8m0_scale_for(amax);
-    for (int64_t i = tile * g.tile; i < (tile + 1) * g.tile; ++i)
-      record[i] = float_to_e4m3(bf16_to_float(latent[i]) / scale);
+    bf16_to_e4m3_scaled(latent + tile * g.tile, g.tile, scale, record + tile * g.tile);
     if (format == KvFormat::kV32) {
       store_unaligned<float>(record + g.nope_dim + 4 * tile, scale);
     } else {

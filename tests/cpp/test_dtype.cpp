@@ -98,8 +98,8 @@ TEST(E4M3, ValuesBeyond448SaturateUntilTheTieThenBecomeNaN) {
 
 TEST(E4M3, TinyValuesFlushToSignedZeroWithTiesToEven) {
   const float smallest = std::ldexp(1.0f, -9);
-  EXPECT_EQ(float_to_e4m3(smallest / 2), 0x00);    // tie between 0 and 2^-9 -> 0 (even)
-  EXPECT_EQ(float_to_e4m3(-smallest / 2), 0x80);   // keeps the sign
+  EXPECT_EQ(float_to_e4m3(smallest / 2), 0x00);   // tie between 0 and 2^-9 -> 0 (even)
+  EXPECT_EQ(float_to_e4m3(-smallest / 2), 0x80);  // keeps the sign
   EXPECT_EQ(float_to_e4m3(std::nextafter(smallest / 2, 1.0f)), 0x01);
   EXPECT_EQ(float_to_e4m3(-std::nextafter(smallest / 2, 1.0f)), 0x81);
   EXPECT_EQ(float_to_e4m3(smallest / 4), 0x00);
@@ -194,9 +194,12 @@ double fp16_formula(uint32_t h) {
   const bool negative = h & 0x8000;
   const int e = (h >> 10) & 0x1F, m = h & 0x3FF;
   double magnitude;
-  if (e == 0x1F) magnitude = m ? std::numeric_limits<double>::quiet_NaN() : INFINITY;
-  else if (e == 0) magnitude = std::ldexp(m, -24);
-  else magnitude = std::ldexp(1024 + m, e - 25);
+  if (e == 0x1F)
+    magnitude = m ? std::numeric_limits<double>::quiet_NaN() : INFINITY;
+  else if (e == 0)
+    magnitude = std::ldexp(m, -24);
+  else
+    magnitude = std::ldexp(1024 + m, e - 25);
   return negative ? -magnitude : magnitude;
 }
 
@@ -273,6 +276,23 @@ TEST(UE8M0, EncodeOfEveryPowerOfTwoGivesItsExponentByte) {
   EXPECT_EQ(float_to_ue8m0(kNaN), 0xFF);
   EXPECT_EQ(float_to_ue8m0(kInf), 0xFF);
   EXPECT_EQ(float_to_ue8m0(-1.0f), 0xFF);
+}
+
+TEST(E4M3, ScaledBlockEncodeEqualsDividingEveryElement) {
+  // Every bf16 pattern against every power-of-two scale 2^-127 .. 2^127 (the reciprocal path and
+  // its edges), non-powers of two, zero, inf and NaN (the division path).
+  std::vector<uint16_t> in(65536);
+  for (uint32_t i = 0; i < 65536; ++i) in[i] = static_cast<uint16_t>(i);
+  std::vector<float> scales = {0.0f, -0.0f, kInf, kNaN, 3.0f, 0.7f, -2.0f, 1e-40f, 448.0f};
+  for (int e = -127; e <= 127; ++e) scales.push_back(std::ldexp(1.0f, e));
+  std::vector<uint8_t> out(in.size());
+  for (float scale : scales) {
+    bf16_to_e4m3_scaled(in.data(), static_cast<int64_t>(in.size()), scale, out.data());
+    int wrong = 0;
+    for (uint32_t i = 0; i < 65536; ++i)
+      wrong += out[i] != float_to_e4m3(bf16_to_float(in[i]) / scale);
+    EXPECT_EQ(wrong, 0) << "scale " << scale;
+  }
 }
 
 }  // namespace
