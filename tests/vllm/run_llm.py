@@ -13,6 +13,11 @@ import sys
 def main():
     args = json.loads(sys.argv[1])
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    # The engine core in this process: requests reach the scheduler in one fixed order, so every
+    # run batches the same steps (with a separate engine-core process the second prompt's prefill
+    # sometimes joined the first's first decode step, and this tiny MoE's expert choice -- hence a
+    # logprob, by ~0.17 -- depends on the batch; seen in vLLM's own dense backend as well).
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
     llm = LLM(model=args["model"], skip_tokenizer_init=True, enforce_eager=True,

@@ -29,13 +29,13 @@ from tiny_deepseek import write_checkpoints  # noqa: E402
 # is short; ids below the tiny vocab (256).
 PROMPTS = [[(7 * i + 3) % 251 + 2 for i in range(100)], [3, 17, 42, 99, 5, 8, 200, 13]]
 MAX_TOKENS = 8
-# Tolerances. The first generated token comes from the prefill pass and is always tight. Decode
-# steps are compared through the median difference (a wrong index, page mapping or cache record
-# shifts every step) plus a loose per-step bound: separate vLLM CPU runs of one model were seen
-# to differ by up to ~0.2 in an isolated step's logprob, in the dense DeepSeek V3 (vLLM's own
-# backend) as well as in V3.2, so single-step differences of that size are run noise here.
-TOL = {"bf16": dict(first=0.03, median=0.02, step=0.3),
-       "fp8": dict(first=0.06, median=0.04, step=0.35)}
+# Tolerances. The first generated token comes from the prefill pass; decode steps are bounded
+# one by one and through their median (a wrong index, page mapping or cache record shifts every
+# step). run_llm.py keeps the engine core in-process, so every run schedules the same batches:
+# with the default separate engine-core process the batching of the first steps varied between
+# runs, and with it a step's logprob by up to ~0.17, in vLLM's own dense backend as well.
+TOL = {"bf16": dict(first=0.03, median=0.02, step=0.06),
+       "fp8": dict(first=0.06, median=0.04, step=0.1)}
 # Where the greedy choices differ, the dense run's top two must be this close (a near tie).
 NEAR_TIE = 0.2
 
