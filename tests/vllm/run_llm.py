@@ -15,8 +15,8 @@ def main():
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     # The engine core in this process: requests reach the scheduler in one fixed order, so every
     # run batches the same steps (with a separate engine-core process the second prompt's prefill
-    # sometimes joined the first's first decode step, and this tiny MoE's expert choice -- hence a
-    # logprob, by ~0.17 -- depends on the batch; seen in vLLM's own dense backend as well).
+    # sometimes joined the first's first decode step, and that step's logprob then moved by ~0.17,
+    # identically in vLLM's own dense backend: the batching, not the attention backend).
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     from vllm import LLM, SamplingParams
 
