@@ -9,10 +9,10 @@
 
 #include <cstdint>
 
-#include "cpu/aligned_buffer.h"
 #include "cpu/amx_qk_strip.h"
 #include "cpu/amx_tile.h"
 #include "peak_probe.h"
+#include "tile_gemm_operands.h"
 
 namespace openmla::probes {
 namespace detail {
@@ -41,26 +41,12 @@ double peak_loop_amx(long iters) {
   return 4.0 * 16 * 16 * 32 * 2 * static_cast<double>(iters);
 }
 
-namespace {
-constexpr int64_t kDepth = 576, kHeads = 128;
-}  // namespace
-
 double tile_gemm_loop_amx(long strips) {
-  static thread_local AlignedBuffer<uint16_t> k_buf, q_buf;
-  static thread_local AlignedBuffer<float> s_buf;
-  uint16_t* ks = k_buf.get(32 * kDepth);
-  uint16_t* qv = q_buf.get(kDepth * kHeads);
-  float* st = s_buf.get(32 * kHeads);
-  static thread_local bool filled = false;
-  if (!filled) {  // once per thread, so that the timed calls run the strips alone
-    for (int64_t i = 0; i < 32 * kDepth; ++i) ks[i] = 0x3F80;      // bf16 1.0: no denormal, no NaN
-    for (int64_t i = 0; i < kDepth * kHeads; ++i) qv[i] = 0x3C00;  // bf16 2^-7
-    filled = true;
-  }
+  const TileGemmOperands op = tile_gemm_operands();
   AmxTileScope tiles;
-  for (long s = 0; s < strips; ++s) qk_strip(ks, kDepth, qv, kHeads, st);
-  asm volatile("" : : "r"(st) : "memory");
-  return static_cast<double>(strips) * 2.0 * 32 * kHeads * kDepth;
+  for (long s = 0; s < strips; ++s) qk_strip(op.ks, kTileGemmDepth, op.qv, kTileGemmHeads, op.st);
+  asm volatile("" : : "r"(op.st) : "memory");
+  return tile_gemm_flops(strips);
 }
 
 }  // namespace detail

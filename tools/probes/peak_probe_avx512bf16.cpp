@@ -8,9 +8,9 @@
 
 #include <cstdint>
 
-#include "cpu/aligned_buffer.h"
 #include "cpu/bf16_qk_strip.h"
 #include "peak_probe.h"
+#include "tile_gemm_operands.h"
 
 namespace openmla::probes::detail {
 
@@ -32,21 +32,11 @@ double peak_loop_avx512_bf16(long iters) {
 }
 
 double tile_gemm_loop_avx512bf16(long strips) {
-  constexpr int64_t kDepth = 576, kHeads = 128;
-  static thread_local AlignedBuffer<uint16_t> k_buf, q_buf;
-  static thread_local AlignedBuffer<float> s_buf;
-  uint16_t* ks = k_buf.get(32 * kDepth);
-  uint16_t* qv = q_buf.get(kDepth * kHeads);
-  float* st = s_buf.get(32 * kHeads);
-  static thread_local bool filled = false;
-  if (!filled) {  // once per thread, so that the timed calls run the strips alone
-    for (int64_t i = 0; i < 32 * kDepth; ++i) ks[i] = 0x3F80;      // bf16 1.0: no denormal, no NaN
-    for (int64_t i = 0; i < kDepth * kHeads; ++i) qv[i] = 0x3C00;  // bf16 2^-7
-    filled = true;
-  }
-  for (long s = 0; s < strips; ++s) bf16_qk_strip(ks, kDepth, qv, kHeads, st);
-  asm volatile("" : : "r"(st) : "memory");
-  return static_cast<double>(strips) * 2.0 * 32 * kHeads * kDepth;
+  const TileGemmOperands op = tile_gemm_operands();
+  for (long s = 0; s < strips; ++s)
+    bf16_qk_strip(op.ks, kTileGemmDepth, op.qv, kTileGemmHeads, op.st);
+  asm volatile("" : : "r"(op.st) : "memory");
+  return tile_gemm_flops(strips);
 }
 
 }  // namespace openmla::probes::detail
