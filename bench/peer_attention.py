@@ -118,26 +118,37 @@ def report(name, ours_kernel, peer_op, err, cos, t):
           f"{w_peer / w_ours:4.2f}x cpu {c_peer / c_ours:4.2f}x | max|diff| {err:.1e} cos {cos:.7f}")
 
 
-def dense_case(torch, flash_mla, batch, heads, tokens, iters):
-    """Dense BF16 decode (d 576, dv 512, page 16, one kv head) vs mla_decode_kvcache."""
-    page, d, dv = 16, 576, 512
-    blocks_per_seq = tokens // page
-    num_blocks = batch * blocks_per_seq
-    gen = torch.Generator().manual_seed(1)
+def dense_inputs(torch, flash_mla, batch, heads, tokens, page, seed, d=576, dv=512):
+    """One kv head of random bf16 latents in pages of `page` tokens behind a random block table,
+    q, and openmla's dense decode call writing out / lse: (inputs dict, ours)."""
+    num_blocks = batch * (tokens // page)
+    gen = torch.Generator().manual_seed(seed)
     q = torch.randn(batch, 1, heads, d, generator=gen).to(torch.bfloat16)
     kv = torch.randn(num_blocks, page, 1, d, generator=gen).to(torch.bfloat16)
     block_table = torch.randperm(num_blocks, generator=gen).to(torch.int32).view(batch, -1)
     seqlens = torch.full((batch,), tokens, dtype=torch.int32)
     scale = d ** -0.5
     meta, _ = flash_mla.get_mla_metadata()
-    out_ours = torch.empty(batch, 1, heads, dv, dtype=torch.bfloat16)
-    lse_ours = torch.empty(batch, heads, 1, dtype=torch.float32)
-    out_peer = torch.zeros(batch, heads, dv, dtype=torch.bfloat16)
-    q_peer, kv_peer = q.view(batch, heads, d), kv.view(num_blocks, page, d)
+    out = torch.empty(batch, 1, heads, dv, dtype=torch.bfloat16)
+    lse = torch.empty(batch, heads, 1, dtype=torch.float32)
 
     def ours():
         flash_mla.flash_mla_with_kvcache(q, kv, block_table, seqlens, dv, meta,
-                                         softmax_scale=scale, out=out_ours, lse=lse_ours)
+                                         softmax_scale=scale, out=out, lse=lse)
+
+    inputs = dict(q=q, kv=kv, block_table=block_table, seqlens=seqlens, scale=scale, out=out,
+                  num_blocks=num_blocks)
+    return inputs, ours
+
+
+def dense_case(torch, flash_mla, batch, heads, tokens, iters):
+    """Dense BF16 decode (d 576, dv 512, page 16, one kv head) vs mla_decode_kvcache."""
+    page, d, dv = 16, 576, 512
+    x, ours = dense_inputs(torch, flash_mla, batch, heads, tokens, page, seed=1)
+    q, block_table, seqlens, scale, out_ours = (x["q"], x["block_table"], x["seqlens"],
+                                                x["scale"], x["out"])
+    out_peer = torch.zeros(batch, heads, dv, dtype=torch.bfloat16)
+    q_peer, kv_peer = q.view(batch, heads, d), x["kv"].view(x["num_blocks"], page, d)
 
     def peer():
         torch.ops._C.mla_decode_kvcache(out_peer, q_peer, kv_peer, scale, block_table, seqlens)
@@ -156,17 +167,9 @@ def dense_case(torch, flash_mla, batch, heads, tokens, iters):
 def sglang_dense_case(torch, flash_mla, batch, heads, tokens, iters, threads):
     """Dense BF16 decode (d 576, dv 512, page 64, one kv head) vs decode_attention_cpu."""
     page, d, dv = 64, 576, 512
-    blocks_per_seq = tokens // page
-    num_blocks = batch * blocks_per_seq
-    gen = torch.Generator().manual_seed(3)
-    q = torch.randn(batch, 1, heads, d, generator=gen).to(torch.bfloat16)
-    kv = torch.randn(num_blocks, page, 1, d, generator=gen).to(torch.bfloat16)
-    block_table = torch.randperm(num_blocks, generator=gen).to(torch.int32).view(batch, -1)
-    seqlens = torch.full((batch,), tokens, dtype=torch.int32)
-    scale = d ** -0.5
-    meta, _ = flash_mla.get_mla_metadata()
-    out_ours = torch.empty(batch, 1, heads, dv, dtype=torch.bfloat16)
-    lse_ours = torch.empty(batch, heads, 1, dtype=torch.float32)
+    x, ours = dense_inputs(torch, flash_mla, batch, heads, tokens, page, seed=3)
+    q, kv, block_table, out_ours = x["q"], x["kv"], x["block_table"], x["out"]
+    seqlens, scale = x["seqlens"], x["scale"]
     # As amx_mla.py's metadata builder: physical slot per (request, position), splits.
     offsets = torch.arange(page, dtype=block_table.dtype)
     req_to_token = (block_table.unsqueeze(-1) * page + offsets).reshape(batch, -1).contiguous()
@@ -181,10 +184,6 @@ def sglang_dense_case(torch, flash_mla, batch, heads, tokens, iters, threads):
     logits = torch.zeros(batch, heads, splits, dv + 1, dtype=torch.float32)
     seq_i64 = seqlens.to(torch.int64)
     pool = torch.arange(batch, dtype=torch.int64)
-
-    def ours():
-        flash_mla.flash_mla_with_kvcache(q, kv, block_table, seqlens, dv, meta,
-                                         softmax_scale=scale, out=out_ours, lse=lse_ours)
 
     def peer():
         torch.ops._C.decode_attention_cpu(q_peer, k_buffer, v_buffer, out_peer, None, None, None,
